@@ -1,0 +1,3 @@
+from audios.cli import main
+
+main()

@@ -1,0 +1,50 @@
+"""Registry of corpus layouts. Each module defines one layout object with ``name``, ``detect`` and ``list_entries``.
+
+``DETECTION_ORDER`` is the order ``auto`` tries them in: the most specific (protocol files with labels)
+first, plain folders of classes last.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from audios.errors import LayoutError
+from audios.manifest.base import Layout
+from audios.manifest.layouts import folders, table
+
+LAYOUTS: dict[str, Layout] = {}
+
+
+def register(layout: Layout) -> Layout:
+    if layout.name in LAYOUTS:
+        raise ValueError(f"layout {layout.name!r} registered twice")
+    LAYOUTS[layout.name] = layout
+    return layout
+
+
+for _module in (table, folders):
+    register(_module.LAYOUT)
+
+DETECTION_ORDER = ("csv", "folders")
+
+
+def get_layout(name: str) -> Layout:
+    """The layout called ``name``; an unknown name lists the known ones."""
+    try:
+        return LAYOUTS[name]
+    except KeyError:
+        raise LayoutError(f"unknown layout {name!r}; known: auto, {', '.join(sorted(LAYOUTS))}") from None
+
+
+def detect_layout(root: Path) -> tuple[Layout, str]:
+    """The first layout in ``DETECTION_ORDER`` that recognises ``root``, with its reason."""
+    if not root.is_dir():
+        raise LayoutError(f"{root}: not a folder")
+    for name in DETECTION_ORDER:
+        reason = LAYOUTS[name].detect(root)
+        if reason:
+            return LAYOUTS[name], reason
+    raise LayoutError(
+        f"{root}: no known corpus layout found (tried {', '.join(DETECTION_ORDER)}); "
+        "pass --layout, or use --layout csv with a table of path,label"
+    )

@@ -1,0 +1,39 @@
+"""Run a function over many items in worker processes, keeping order, with an optional progress bar."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from typing import TypeVar
+
+from tqdm import tqdm
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def progress_bar(total: int | None, desc: str, progress: bool) -> tqdm:
+    """A tqdm bar on stderr, shown only when asked and stderr is a terminal."""
+    return tqdm(total=total, desc=desc, disable=not (progress and sys.stderr.isatty()), file=sys.stderr, unit="file")
+
+
+def map_ordered(
+    fn: Callable[[T], R], items: Iterable[T], workers: int = 1, desc: str = "", progress: bool = False,
+    total: int | None = None,
+) -> Iterator[R]:
+    """Yield ``fn(item)`` in input order; ``workers > 1`` uses a process pool (``fn`` must be picklable)."""
+    items = list(items)
+    bar = progress_bar(total or len(items), desc, progress)
+    try:
+        if workers <= 1:
+            for item in items:
+                yield fn(item)
+                bar.update()
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for result in pool.map(fn, items, chunksize=max(1, min(16, len(items) // (workers * 8) or 1))):
+                    yield result
+                    bar.update()
+    finally:
+        bar.close()
