@@ -11,7 +11,8 @@ import logging
 import typer
 
 from audios.cli.app import app, console
-from audios.cli import data  # noqa: F401  (registers the data commands)
+# Importing each module registers its commands on `app`.
+from audios.cli import data, evaluate, models, prepare, split, stats  # noqa: F401
 from audios.tasks import TASKS
 
 

@@ -1,0 +1,5 @@
+"""CLI commands for the evaluate stage (registered on import)."""
+
+from __future__ import annotations
+
+from audios.cli.app import app, console, friendly_errors  # noqa: F401
