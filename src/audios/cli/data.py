@@ -37,3 +37,21 @@ def manifest(
         write_table(pd.DataFrame(result.missing, columns=["path", "reason"]), out.with_suffix(".missing.csv"))
     console.print(result.summary())
     console.print(f"wrote {out}")
+
+
+@app.command("toy-corpus")
+@friendly_errors
+def toy_corpus(
+    out: Path = typer.Argument(Path("out/toy-corpus"), help="Folder to write the toy corpus into."),
+    n_speakers: int = typer.Option(6, help="Number of synthetic 'speakers'."),
+    utterances: int = typer.Option(5, help="Utterances per speaker (each gets a bona fide and a spoof version)."),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Generate the embedded default corpus: synthetic, NOT speech. For trying the pipeline without data.
+
+    Bona fide stand-ins are formant-synthesised vowel chains; spoofs are their Griffin-Lim copy-syntheses.
+    """
+    from audios.toy import ToyCorpusConfig, make_toy_corpus
+
+    path = make_toy_corpus(out, ToyCorpusConfig(n_speakers=n_speakers, utterances_per_speaker=utterances, seed=seed))
+    console.print(f"wrote a synthetic toy corpus (not real speech) to {path}")

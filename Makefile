@@ -1,0 +1,33 @@
+# `make demo` sets up .venv and runs the main job; `make test` runs the test suite.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Extras the demo and the tests need. torch is installed first, pinned, so that nothing pulls a CUDA build.
+EXTRAS ?= dev
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+DATA   ?=
+OUT    ?= runs/demo
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+demo: install
+	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh "$(DATA)" "$(OUT)"
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python bench/bench_data.py
+
+clean:
+	rm -rf runs out .pytest_cache
