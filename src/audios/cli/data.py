@@ -8,7 +8,10 @@ import pandas as pd
 import typer
 
 from audios.cli.app import app, console, friendly_errors
+from audios.config import config_to_dict, load_config
 from audios.manifest import build_manifest, write_table
+from audios.manifest.metadata import MetadataConfig
+from audios.runs import write_run_info
 from audios.manifest.layouts import LAYOUTS
 
 
@@ -21,6 +24,8 @@ def manifest(
     workers: int = typer.Option(1, help="Worker processes for measuring files."),
     limit: int = typer.Option(None, help="Only the first N entries (quick looks)."),
     progress: bool = typer.Option(True, help="Show a progress bar (on terminals)."),
+    config: Path = typer.Option(None, help="YAML file with measurement settings (MetadataConfig)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a setting, e.g. --set silence_threshold_dbfs=-45."),
 ) -> None:
     """List every recording under ROOT with its label, generator, speaker, utterance and measured metadata.
 
@@ -29,8 +34,11 @@ def manifest(
 
     Example: audios manifest ../shared/corpus/dev -o runs/dev/manifest.csv
     """
-    result = build_manifest(root, layout=layout, workers=workers, progress=progress, limit=limit)
+    cfg = load_config(MetadataConfig, config, set_)
+    result = build_manifest(root, layout=layout, workers=workers, progress=progress, limit=limit, config=cfg)
     write_table(result.table, out)
+    write_run_info(out.with_suffix(".run"), "manifest", {"root": str(root), "layout": result.layout,
+                                                          "metadata": config_to_dict(cfg)})
     if result.skipped:
         write_table(pd.DataFrame(result.skipped, columns=["path", "reason"]), out.with_suffix(".skipped.csv"))
     if result.missing:
