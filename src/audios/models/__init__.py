@@ -1,0 +1,27 @@
+"""Model registry: ``MODELS`` maps a lowercase-hyphenated name to a builder returning an ``nn.Module``.
+
+Filled at import, then read-only; `get_model` names the known models when a lookup fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import MappingProxyType
+
+from torch import nn
+
+from audios.errors import ConfigError
+from audios.models.aasist import build_aasist, build_aasist_l
+
+MODELS: MappingProxyType[str, Callable[..., nn.Module]] = MappingProxyType({
+    "aasist": build_aasist,
+    "aasist-l": build_aasist_l,
+})
+
+
+def get_model(name: str) -> Callable[..., nn.Module]:
+    """The builder registered as ``name``; an unknown name is a ConfigError listing the known ones."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}") from None
