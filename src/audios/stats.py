@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import textwrap
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -348,7 +349,7 @@ def plot_stats(df: pd.DataFrame, stats: CorpusStats, out_dir: str | Path, config
     for s in stats.shortcuts.shortcuts:
         lines.append(f"{'WARN ' if s.warn else '     '}{s.variable[:24]:<24} {s.auc:.2f}")
     for s in stats.shortcuts.warnings:
-        lines += ["", f"{s.variable}:", *[s.detail[i:i + 48] for i in range(0, min(len(s.detail), 144), 48)]]
+        lines += ["", f"{s.variable}:", *textwrap.wrap(s.detail, 44)[:3]]
     ax.text(0.0, 1.0, "\n".join(lines), va="top", family="monospace", fontsize=9, transform=ax.transAxes)
     for i, var in enumerate(variables):
         hist(fig.add_subplot(grid[1 + i // cols, i % cols]), var)
