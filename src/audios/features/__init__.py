@@ -9,4 +9,6 @@ from audios.features.base import (
     get_extractor,
 )
 
-__all__ = ["EXTRACTORS", "Extractor", "config_hash", "describe_extractor", "extractor_from_description", "get_extractor"]
+__all__ = [
+    "EXTRACTORS", "Extractor", "config_hash", "describe_extractor", "extractor_from_description", "get_extractor",
+]

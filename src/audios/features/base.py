@@ -85,7 +85,9 @@ def build_extractor(cls: type, config: Any = None) -> Extractor:
     elif isinstance(config, dict):
         cfg = build_config(cls.Config, config)
     else:
-        raise ConfigError(f"{cls.name}: config must be a {cls.Config.__name__} or a mapping, got {type(config).__name__}")
+        raise ConfigError(
+            f"{cls.name}: config must be a {cls.Config.__name__} or a mapping, got {type(config).__name__}"
+        )
     return cls(cfg)
 
 

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 from audios.audio import AudioConfig, load_audio
 from audios.config import config_to_dict
-from audios.errors import AudiosError, AudioError, ConfigError, ManifestError
+from audios.errors import AudioError, ConfigError, ManifestError
 from audios.features.base import Extractor, config_hash, describe_extractor
 from audios.manifest.io import audio_paths, write_table
 from audios.manifest.metadata import measure_recording
@@ -229,7 +229,10 @@ def extract_batch(
             try:
                 pairs.append((key, extractor.extract([x])[0]))
             except Exception as exc:  # noqa: BLE001 - any failure on one file is recorded, the rest go on
-                reason = exc.reason if isinstance(exc, AudioError) else f"extraction failed ({type(exc).__name__}: {exc})"
+                if isinstance(exc, AudioError):
+                    reason = exc.reason
+                else:
+                    reason = f"extraction failed ({type(exc).__name__}: {exc})"
                 skipped.append((key[1], reason))
     for (sha, path), values in pairs:
         problem = _check_features(extractor, np.asarray(values))
@@ -337,7 +340,8 @@ def extract_features(
 
     keep = [i for i in range(len(df)) if i not in skip_reason]
     table = _assemble(df.iloc[keep], [shas[i] for i in keep], cache, out)
-    _write_feature_table(table, out, {"extractor": describe_extractor(extractor), "audio": config_to_dict(audio_config)})
+    description = {"extractor": describe_extractor(extractor), "audio": config_to_dict(audio_config)}
+    _write_feature_table(table, out, description)
     skipped_rows = [(str(df["id"].iloc[i]), paths[i], skip_reason[i]) for i in sorted(skip_reason)]
     if skipped_rows:
         write_table(pd.DataFrame(skipped_rows, columns=["id", "path", "reason"]), skipped_path(out))

@@ -120,7 +120,9 @@ class SpectralExtractor:
         c = self.config
         s = magnitude.T  # librosa wants (bins, frames)
         d = deltas(mfcc)
-        rolloff = librosa.feature.spectral_rolloff(S=s, sr=c.sample_rate, n_fft=c.n_fft, roll_percent=c.rolloff_percent)[0]
+        rolloff = librosa.feature.spectral_rolloff(
+            S=s, sr=c.sample_rate, n_fft=c.n_fft, roll_percent=c.rolloff_percent
+        )[0]
         flatness = librosa.feature.spectral_flatness(S=s)[0]
         bandwidth = librosa.feature.spectral_bandwidth(S=s, sr=c.sample_rate, n_fft=c.n_fft)[0]
         contrast = librosa.feature.spectral_contrast(
@@ -128,7 +130,7 @@ class SpectralExtractor:
         )
         # Same framing as power_spectrogram (centred, zero padded), so the frame mask lines up.
         zcr = librosa.feature.zero_crossing_rate(x, frame_length=c.n_fft, hop_length=c.hop_length, center=True)[0]
-        zcr = zcr[: active.shape[0]][active[: zcr.shape[0]]]
+        zcr = zcr[active]
         return [
             mfcc.std(axis=0), d.mean(axis=0), d.std(axis=0),
             [rolloff.mean(), rolloff.std()], [flatness.mean(), flatness.std()], [bandwidth.mean(), bandwidth.std()],
