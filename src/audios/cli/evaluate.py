@@ -51,6 +51,7 @@ def evaluate(
     seed: int = typer.Option(0, help="Seed of the bootstrap's random generator."),
     format: ScoreFormat = typer.Option(ScoreFormat.auto, "--format", help="Score-file format."),
     key: Optional[Path] = typer.Option(None, help="Key/protocol/manifest giving labels (and attacks, speakers)."),
+    val_format: ScoreFormat = typer.Option(ScoreFormat.auto, "--val-format", help="Format of --val."),
     val_key: Optional[Path] = typer.Option(None, help="Key for --val (default: --key)."),
     far: Optional[float] = typer.Option(None, help="Choose the threshold at this false-accept rate, not the EER."),
     c_miss: float = typer.Option(1.0, help="DCF cost of rejecting bona fide."),
@@ -62,7 +63,7 @@ def evaluate(
     Example: audios evaluate runs/aasist/scores.csv --val runs/aasist/val_scores.csv --per generator --report out/
     """
     test = read_scores(scores, format=format.value, key=key)
-    val_df = read_scores(val, format=format.value, key=val_key or key) if val is not None else None
+    val_df = read_scores(val, format=val_format.value, key=val_key or key) if val is not None else None
     result = evaluate_scores(
         test, val=val_df, per=[p.value for p in per or []], n_bootstrap=bootstrap,
         rng=np.random.default_rng(seed), costs=DcfCosts(c_miss=c_miss, c_fa=c_fa, p_spoof=p_spoof), target_far=far,

@@ -107,6 +107,8 @@ def detect_format(path: str | Path) -> str:
 
 
 def _read_ours(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise ScoreFileError(path, "file not found")
     try:
         df = pd.read_csv(path, dtype={"id": str, "label": str, "generator": str, "speaker": str},
                          keep_default_na=False)
