@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from audios.audio import load_audio
 from audios.config import build_config, config_to_dict
 from audios.errors import AudiosError, ConfigError
 from audios.models import MODELS, get_model
@@ -222,3 +223,25 @@ def test_small_model_saves_and_loads(tmp_path):
     assert loaded.config == model.config
     with torch.no_grad():
         assert torch.equal(model(x)[1], loaded(x)[1])
+
+
+def test_aasist_score_command_scores_files_and_skips_bad_ones(aasist_dir, released_models, tmp_path):
+    from tests.conftest import speechlike, tone, write
+    from typer.testing import CliRunner
+
+    from audios.cli import app
+
+    short = write(tmp_path / "short.wav", tone(440.0, duration_s=1.0))  # tiled to 64600 samples
+    voiced = write(tmp_path / "voiced.flac", speechlike(duration_s=5.0, sample_rate=22050), sample_rate=22050)
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"RIFF not really audio")
+    res = CliRunner().invoke(app, ["aasist-score", str(aasist_dir / "AASIST-L.pth"), str(short), str(junk),
+                                   str(voiced), "--batch-size", "1", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    lines = [line.split("\t") for line in res.stdout.strip().splitlines()]
+    assert [p for p, _ in lines] == [str(short), str(voiced)]
+    model = released_models["aasist_l"]
+    x = torch.from_numpy(prepare_waveform(load_audio(short)))[None]  # the 16-bit file, as the command reads it
+    assert float(lines[0][1]) == pytest.approx(model.score(x).item(), abs=1e-5)
+    assert float(lines[0][1]) < 0 and float(lines[1][1]) < 0  # synthetic audio: the released model says spoof
+    assert "junk.wav" in res.stderr

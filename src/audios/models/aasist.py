@@ -26,8 +26,10 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from audios.audio import AudioConfig, load_audio
 from audios.config import build_config, config_to_dict
-from audios.errors import AudiosError, ConfigError
+from audios.errors import AudioError, AudiosError, ConfigError
+from audios.parallel import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -506,6 +508,50 @@ def prepare_waveform(x: np.ndarray, n_samples: int = AASIST_N_SAMPLES) -> np.nda
     if x.size < n_samples:
         x = np.tile(x, n_samples // x.size + 1)
     return np.ascontiguousarray(x[:n_samples], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class FileScores:
+    """Bona fide scores of the files that could be scored, and ``(path, reason)`` for those that could not."""
+
+    scores: tuple[tuple[str, float], ...]
+    skipped: tuple[tuple[str, str], ...]
+
+
+def score_files(model: Aasist, paths: list[str | Path], batch_size: int = 8, progress: bool = False) -> FileScores:
+    """Score each file's first ``nb_samp`` samples (tiled if shorter) with ``model`` in eval mode.
+
+    Unreadable, empty, silent or too-short files are skipped with their reason; the rest keep input order.
+    """
+    if batch_size <= 0:
+        raise ConfigError(f"batch_size: must be positive, got {batch_size}")
+    model.eval()
+    audio_config = AudioConfig(sample_rate=model.config.sample_rate)
+    scores: list[tuple[str, float]] = []
+    skipped: list[tuple[str, str]] = []
+    batch: list[tuple[str, np.ndarray]] = []
+
+    def flush() -> None:
+        x = torch.from_numpy(np.stack([w for _, w in batch]))  # (batch, nb_samp)
+        scores.extend(zip([p for p, _ in batch], model.score(x).tolist()))
+        batch.clear()
+
+    bar = progress_bar(len(paths), "aasist", progress)
+    try:
+        for path in paths:
+            try:
+                batch.append((str(path), prepare_waveform(load_audio(path, audio_config), model.config.nb_samp)))
+            except AudioError as exc:
+                log.warning("skipping %s", exc)
+                skipped.append((str(path), exc.reason))
+            if len(batch) == batch_size:
+                flush()
+            bar.update()
+        if batch:
+            flush()
+    finally:
+        bar.close()
+    return FileScores(scores=tuple(scores), skipped=tuple(skipped))
 
 
 def save_model(model: Aasist, directory: str | Path) -> Path:
