@@ -280,6 +280,20 @@ def test_evaluate_scores_with_validation_and_breakdowns():
     json.dumps(d)
 
 
+def test_threshold_at_target_far_chosen_on_validation():
+    test, val = score_table(10, n=400), score_table(11, n=400)
+    r = evaluate_scores(test, val=val, n_bootstrap=0, target_far=0.05)
+    assert r.threshold_source == "validation FAR <= 0.05"
+    assert r.bootstrap["n_resamples"] == 0 and r.ci95 == {}
+    from audios.evaluate import decision_metrics
+    on_val = decision_metrics(val["score"], val["label"], r.decision.threshold)
+    assert on_val.p_fa <= 0.05
+    # The lowest threshold meeting the target: any lower distinct score would accept more spoofs than allowed.
+    lower = val["score"][val["score"] < r.decision.threshold].max()
+    assert decision_metrics(val["score"], val["label"], lower).p_fa > 0.05
+    assert r.decision.p_fa == pytest.approx(0.05, abs=0.05)  # and on test it lands near the target
+
+
 def test_evaluate_scores_needs_columns_and_rng():
     df = score_table(0, n=50)
     with pytest.raises(MetricInputError, match="rng"):

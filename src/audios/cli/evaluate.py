@@ -13,7 +13,7 @@ from rich.table import Table
 
 from audios.cli.app import app, console, friendly_errors
 from audios.evaluate import DcfCosts, evaluate_scores, read_scores, write_report
-from audios.evaluate.report import breakdown_rows, BREAKDOWN_HEADER, calibration_rows, decision_rows, summary_rows
+from audios.evaluate.report import BREAKDOWN_HEADER, breakdown_rows, calibration_rows, decision_rows, summary_rows
 
 
 class ScoreFormat(str, Enum):

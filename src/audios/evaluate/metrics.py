@@ -21,7 +21,7 @@ import numpy as np
 from scipy.optimize import isotonic_regression
 from scipy.special import expit
 
-from audios.errors import AudiosError
+from audios.errors import AudiosError, ConfigError
 
 LN2 = math.log(2.0)
 
@@ -107,8 +107,6 @@ class DcfCosts:
     p_spoof: float = 0.05
 
     def __post_init__(self) -> None:
-        from audios.errors import ConfigError
-
         if not (self.c_miss > 0 and math.isfinite(self.c_miss)):
             raise ConfigError(f"c_miss={self.c_miss} must be a positive finite cost")
         if not (self.c_fa > 0 and math.isfinite(self.c_fa)):

@@ -117,7 +117,8 @@ def plot_attack_histograms(scores: Any, labels: Any, generators: Sequence[Any], 
     cols = min(4, n)
     rows = math.ceil(n / cols)
     bins = _bins(s, 30)
-    fig = Figure(figsize=(3.0 * cols, 2.1 * rows + 0.6))
+    height_in = 2.1 * rows + 0.6
+    fig = Figure(figsize=(3.0 * cols, height_in))
     for i, attack in enumerate(shown):
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.hist(s[y], bins=bins, density=True, alpha=0.5, color=BONA_COLOUR)
@@ -129,7 +130,7 @@ def plot_attack_histograms(scores: Any, labels: Any, generators: Sequence[Any], 
     if len(attacks) > len(shown):
         title += f"; {len(attacks) - len(shown)} easiest attacks not shown"
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / height_in))  # keep the top 0.45 inch for the title
     return _save(fig, path)
 
 

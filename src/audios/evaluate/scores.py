@@ -67,7 +67,8 @@ def _read_text(path: Path) -> str:
 
 def _data_lines(text: str) -> list[tuple[int, str]]:
     """(1-based line number, stripped line) for non-blank lines that are not ``#`` comments."""
-    return [(i, ln.strip()) for i, ln in enumerate(text.splitlines(), 1) if ln.strip() and not ln.lstrip().startswith("#")]
+    return [(i, ln.strip()) for i, ln in enumerate(text.splitlines(), 1)
+            if ln.strip() and not ln.lstrip().startswith("#")]
 
 
 def _parse_score(path: Path, lineno: int, token: str) -> float:
