@@ -313,6 +313,7 @@ def write_audio_atomic(path: str | Path, x: np.ndarray, sample_rate: int, format
     try:
         subtype = "PCM_16" if fmt in ("FLAC", "WAV") else None
         sf.write(tmp, np.asarray(x, dtype=np.float32), sample_rate, format=fmt, subtype=subtype)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
