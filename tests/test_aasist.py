@@ -245,3 +245,14 @@ def test_aasist_score_command_scores_files_and_skips_bad_ones(aasist_dir, releas
     assert float(lines[0][1]) == pytest.approx(model.score(x).item(), abs=1e-5)
     assert float(lines[0][1]) < 0 and float(lines[1][1]) < 0  # synthetic audio: the released model says spoof
     assert "junk.wav" in res.stderr
+
+
+def test_input_length_and_shape_are_checked():
+    model = Aasist(dataclasses.replace(AASIST_L_CONFIG, small=True)).eval()
+    assert model.config.min_samples == 2315  # 3**7 frames of pooling plus 129 taps, minus 1
+    with torch.no_grad():
+        assert model(torch.zeros(1, 2315))[1].shape == (1, 2)
+        with pytest.raises(ValueError, match="at least 2315 samples"):
+            model(torch.zeros(1, 2314))
+        with pytest.raises(ValueError, match="batch, samples"):
+            model(torch.zeros(2315))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -132,6 +133,16 @@ class AasistConfig:
         return self.n_sinc_filters // 3
 
     @property
+    def n_taps(self) -> int:
+        """Sinc kernel length actually used: ``first_conv`` rounded up to odd (129)."""
+        return self.first_conv + 1 if self.first_conv % 2 == 0 else self.first_conv
+
+    @property
+    def min_samples(self) -> int:
+        """Shortest input leaving one frame after the 3x3 pool and six (1, 3) pools: 3**7 + taps - 1 (2315)."""
+        return 3**7 + self.n_taps - 1
+
+    @property
     def hidden_dim(self) -> int:
         """Readout width: five pieces of ``gat_dims[1]`` (160 for both released models)."""
         return 5 * self.gat_dims[1]
@@ -164,12 +175,13 @@ def sinc_filter_bank(n_filters: int, kernel_size: int, sample_rate: int = 16000)
     the ideal response are cast to float32 before being multiplied.
     """
     taps = kernel_size + 1 if kernel_size % 2 == 0 else kernel_size
+    # Band edges: evenly spaced in mel over the range of a 257-point 0..Nyquist grid (NFFT 512), as released.
     n_fft = 512
     grid_hz = (sample_rate // 2) * np.linspace(0.0, 1.0, n_fft // 2 + 1)
     grid_mel = _hz_to_mel(grid_hz)
     edges_hz = _mel_to_hz(np.linspace(grid_mel.min(), grid_mel.max(), n_filters + 1))
     half = (taps - 1) / 2
-    positions = torch.arange(-half, half + 1)  # float32 tap positions -64..64
+    positions = torch.arange(-half, half + 1, dtype=torch.float32)  # tap positions -64..64
 
     def lowpass(cutoff_hz: np.float64) -> np.ndarray:
         argument = ((2.0 * cutoff_hz) * positions / sample_rate).numpy()  # float32, computed by torch
@@ -378,6 +390,8 @@ class Aasist(nn.Module):
         """Waveform (batch, samples) -> feature map (batch, channels, spectral nodes, frames)."""
         if x.dim() != 2:
             raise ValueError(f"Aasist expects a (batch, samples) waveform, got shape {tuple(x.shape)}")
+        if x.size(1) < self.config.min_samples:
+            raise ValueError(f"Aasist needs at least {self.config.min_samples} samples, got {x.size(1)}")
         bands = self.sinc(x)  # (batch, 70, samples - 128)
         image = F.max_pool2d(bands.abs().unsqueeze(1), (3, 3))  # (batch, 1, 23, (samples - 128) // 3)
         image = F.selu(self.front_bn(image))
@@ -451,8 +465,11 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(path, "checkpoint file does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or non-weights files
-        raise CheckpointError(path, f"cannot read as a PyTorch weights file ({type(exc).__name__}: {exc})") from exc
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(path, "not a plain PyTorch state dict (weights-only loading refused it)") from exc
+    except Exception as exc:  # torch raises many types for corrupt or truncated files
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        raise CheckpointError(path, f"cannot read as a PyTorch weights file ({type(exc).__name__}: {first_line})") from exc
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(path, "expected a state dict (a mapping of names to tensors)")
     return dict(state)
@@ -542,7 +559,7 @@ def score_files(model: Aasist, paths: list[str | Path], batch_size: int = 8, pro
             try:
                 batch.append((str(path), prepare_waveform(load_audio(path, audio_config), model.config.nb_samp)))
             except AudioError as exc:
-                log.warning("skipping %s", exc)
+                log.info("skipping %s", exc)
                 skipped.append((str(path), exc.reason))
             if len(batch) == batch_size:
                 flush()
