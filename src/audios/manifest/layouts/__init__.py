@@ -10,7 +10,9 @@ from pathlib import Path
 
 from audios.errors import LayoutError
 from audios.manifest.base import Layout
-from audios.manifest.layouts import folders, table
+from audios.manifest.layouts import (
+    asvspoof5, asvspoof2019, asvspoof2021, fakeavceleb, fakeorreal, folders, itw, table,
+)
 
 LAYOUTS: dict[str, Layout] = {}
 
@@ -22,10 +24,12 @@ def register(layout: Layout) -> Layout:
     return layout
 
 
-for _module in (table, folders):
+for _module in (table, asvspoof2019, asvspoof2021, asvspoof5, fakeorreal, itw, fakeavceleb, folders):
     register(_module.LAYOUT)
 
-DETECTION_ORDER = ("csv", "folders")
+# A user's own table first (it is what they asked for), then protocol files whose names only their corpus uses,
+# then corpus-specific folder names, and plain class folders last (FoR's fake/real folders would match them too).
+DETECTION_ORDER = ("csv", "asvspoof2019", "asvspoof2021", "asvspoof5", "for", "itw", "fakeavceleb", "folders")
 
 
 def get_layout(name: str) -> Layout:
