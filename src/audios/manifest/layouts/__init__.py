@@ -1,7 +1,8 @@
 """Registry of corpus layouts. Each module defines one layout object with ``name``, ``detect`` and ``list_entries``.
 
-``DETECTION_ORDER`` is the order ``auto`` tries them in: the most specific (protocol files with labels)
-first, plain folders of classes last.
+``DETECTION_ORDER`` is the order ``auto`` tries them in: a user's own table first, then the most specific
+(protocol files with labels), plain folders of classes last. ``detect`` returns the reason it matched, which
+``auto`` reports with its choice.
 """
 
 from __future__ import annotations
