@@ -395,3 +395,16 @@ def test_corrupt_file_inside_a_protocol_corpus(tmp_path):
     assert result.layout == "asvspoof5"
     assert list(result.table["id"]) == ["D_0000000190"]
     assert [s[0] for s in result.skipped] == ["flac_D_ab/D_0000000211.flac"]
+
+
+def test_csv_layout_with_the_table_itself_as_root(tmp_path):
+    from audios.manifest import build_manifest
+    from tests.conftest import speechlike, write
+
+    write(tmp_path / "a.wav", speechlike(0.5))
+    write(tmp_path / "b.wav", speechlike(0.5, seed=1))
+    (tmp_path / "labels.csv").write_text("path,label\na.wav,real\nb.wav,fake\n")
+    result = build_manifest(tmp_path / "labels.csv", layout="csv")
+    assert not result.skipped
+    assert list(result.table["label"]) == ["bonafide", "spoof"]
+    assert set(result.table["root"]) == {str(tmp_path.resolve())}

@@ -77,10 +77,12 @@ def build_manifest(
     else:
         chosen, reason = get_layout(layout), "chosen by --layout"
     listing = chosen.list_entries(root)
+    # ROOT may be the table itself (--layout csv): paths in it are relative to its folder.
+    base = root.parent if root.is_file() else root
     entries: list[Entry] = listing.entries[:limit] if limit else listing.entries
     log.info("layout %s: %d entries under %s", chosen.name, len(entries), root)
     results = map_ordered(
-        _measure, [(str(root / e.path), config) for e in entries], workers=workers, desc="manifest",
+        _measure, [(str(base / e.path), config) for e in entries], workers=workers, desc="manifest",
         progress=progress,
     )
     rows = []
@@ -105,5 +107,5 @@ def build_manifest(
     if rows:
         extra_cols = [c for c in table.columns if c not in COLUMN_ORDER]
         table = table[list(COLUMN_ORDER) + extra_cols]
-    table["root"] = str(root)
+    table["root"] = str(base)
     return ManifestResult(table, chosen.name, reason, skipped, listing.missing, listing.notes)
