@@ -200,9 +200,11 @@ def summarize_data(data: FeatureData) -> dict[str, Any]:
                                               if len(speakers) else 0.0)
                 entry["top_speaker"] = str(speakers.value_counts().index[0]) if len(speakers) else None
             if extra is not None:
-                for col in ("language", "format", "sample_rate"):
+                for col in ("language", "format", "sample_rate", "source"):
                     if col in extra.columns:
                         vals = extra[col].reindex(part["id"].astype(str)).dropna().astype(str)
+                        if col == "source":  # 'owner/repo[@branch]:path' -> 'owner/repo'
+                            vals = vals.str.split(":", n=1).str[0].str.split("@", n=1).str[0]
                         entry[f"{col}s"] = {k: int(v) for k, v in vals.value_counts().items()}
             rows[label] = entry
         out["splits"][name] = rows

@@ -158,7 +158,8 @@ def _subset(X: Any, idx: np.ndarray) -> Any:
     return [X[i] for i in idx] if isinstance(X, list) else X[idx]
 
 
-def _score(estimator: Any, X: Any) -> np.ndarray:
+def backend_scores(estimator: Any, X: Any) -> np.ndarray:
+    """Uncalibrated scores (higher = more bona fide) of a fitted vector pipeline or two-GMM model."""
     if hasattr(estimator, "score_recordings"):
         return estimator.score_recordings(X)
     return raw_scores(estimator, X)
@@ -205,7 +206,7 @@ def _search(config: TrainConfig, backend: Backend, X: Any, y: np.ndarray, train:
         rows, best, best_eer = [], None, np.inf
         for params in ParameterGrid(grid):
             est = backend.build(params, seed).fit(X, y)
-            eer = equal_error_rate(_score(est, Xv), yv).eer
+            eer = equal_error_rate(backend_scores(est, Xv), yv).eer
             rows.append({**_jsonable(params), "val_eer": eer})
             if eer < best_eer:  # ties keep the earlier (simpler, by grid order) point
                 best, best_eer = (est, params), eer
@@ -232,7 +233,7 @@ def _out_of_fold(config: TrainConfig, backend: Backend, params: dict[str, Any], 
         else:
             est = backend.build(params, config.seed)
         est.fit(_subset(X, fit_idx), y[fit_idx])
-        out[held_idx] = _score(est, _subset(X, held_idx))
+        out[held_idx] = backend_scores(est, _subset(X, held_idx))
     return out
 
 
@@ -265,7 +266,7 @@ def train_classic(config: TrainConfig) -> TrainResult:
     log.info("%s: chose %s by %s", config.model, params, selection)
 
     if data.val is not None:
-        calib_df, calib_scores, calib_source = data.val, _score(estimator, Xv), "validation split"
+        calib_df, calib_scores, calib_source = data.val, backend_scores(estimator, Xv), "validation split"
     else:
         calib_df = data.train
         calib_scores = _out_of_fold(config, backend, params, X, y, splitter, groups)
@@ -273,7 +274,7 @@ def train_classic(config: TrainConfig) -> TrainResult:
     calib_y = labels_of(calib_df, where)
     calibrator = LogisticCalibrator().fit(calib_scores, calib_y)
     eer_val = equal_error_rate(calib_scores, calib_y)
-    test_scores = _score(estimator, Xt)
+    test_scores = backend_scores(estimator, Xt)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
