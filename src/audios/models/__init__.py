@@ -12,10 +12,15 @@ from torch import nn
 
 from audios.errors import ConfigError
 from audios.models.aasist import build_aasist, build_aasist_l
+from audios.models.rawcnn import build_rawcnn
+from audios.models.spectral import build_speccnn, build_specvit
 
 MODELS: MappingProxyType[str, Callable[..., nn.Module]] = MappingProxyType({
     "aasist": build_aasist,
     "aasist-l": build_aasist_l,
+    "rawcnn": build_rawcnn,
+    "speccnn": build_speccnn,
+    "specvit": build_specvit,
 })
 
 
