@@ -139,7 +139,7 @@ def _plot_history(study: optuna.Study, path: Path) -> Path:
 
 def _plot_importances(study: optuna.Study, path: Path) -> Path | None:
     try:
-        importances = optuna.importance.get_param_importances(study, evaluator=None)
+        importances = optuna.importance.get_param_importances(study)
     except (RuntimeError, ValueError) as exc:
         log.warning("no parameter importances (%s)", exc)
         return None
@@ -147,7 +147,7 @@ def _plot_importances(study: optuna.Study, path: Path) -> Path | None:
     fig = Figure(figsize=(6, 1 + 0.5 * len(names)), layout="constrained")
     ax = fig.add_subplot()
     ax.barh(names, [importances[n] for n in names])
-    ax.set(xlabel="importance (fANOVA, share of variance of validation EER)", title="Parameter importances")
+    ax.set(xlabel="importance (Optuna's default evaluator; shares sum to 1)", title="Parameter importances")
     fig.savefig(path, dpi=120)
     return path
 
