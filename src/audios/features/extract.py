@@ -304,6 +304,10 @@ def extract_features(
         if sha is not None and sha not in wanted:
             wanted[sha] = paths[i]
     todo = [(sha, path) for sha, path in wanted.items() if sha not in known]
+    if "duration_s" in df.columns:
+        # Batches of similar durations: extractors that pad a batch to its longest signal (ssl) waste little.
+        seconds = dict(zip(paths, pd.to_numeric(df["duration_s"], errors="coerce").fillna(0.0), strict=True))
+        todo.sort(key=lambda item: seconds.get(item[1], 0.0))
     n_cached = len(wanted) - len(todo)
     log.info("%s: %d recordings cached, %d to compute (cache %s)", extractor.name, n_cached, len(todo), cache.dir)
 
