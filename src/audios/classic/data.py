@@ -142,7 +142,8 @@ def cv_splitter(df: pd.DataFrame, y: np.ndarray, n_folds: int, group_by: tuple[s
     k = min(n_folds, int(np.bincount(y).min()))
     if k < 2:
         raise ConfigError(f"cross-validation needs at least 2 clips of each class in train, have {np.bincount(y)}")
-    return StratifiedKFold(n_splits=k, shuffle=True, random_state=seed), None, f"StratifiedKFold({k}, shuffle, seed {seed})"
+    text = f"StratifiedKFold({k}, shuffle, seed {seed})"
+    return StratifiedKFold(n_splits=k, shuffle=True, random_state=seed), None, text
 
 
 def _known(values: pd.Series) -> pd.Series:

@@ -197,7 +197,8 @@ def _search(config: TrainConfig, backend: Backend, X: Any, y: np.ndarray, train:
         return est, params, pd.DataFrame([params]), "fixed (GMM size from config)", splitter, groups
     if config.params:
         est = backend.build(config.params, seed).fit(X, y)
-        return est, dict(config.params), pd.DataFrame([_jsonable(dict(config.params))]), "fixed params", splitter, groups
+        table = pd.DataFrame([_jsonable(dict(config.params))])
+        return est, dict(config.params), table, "fixed params", splitter, groups
 
     grid = {k: list(v) for k, v in backend.grid.items()}
     if config.select_on == "val":
