@@ -154,7 +154,15 @@ def _limitations(train: dict[str, Any] | None, metrics: dict[str, Any] | None, w
             out.append(f"- **Single-speaker sources.** Speaker `{e.get('top_speaker')}` holds {100 * share:.0f} % of "
                        f"the {label} training clips: the model may partly learn that voice (or its recording "
                        "chain) instead of synthesis artefacts.")
-    spoof_gens = splits.get("train", {}).get("spoof", {}).get("generators") or []
+    bona, spoof = splits.get("train", {}).get("bonafide", {}), splits.get("train", {}).get("spoof", {})
+    for key, what in (("sample_rates", "native sample rate (Hz)"), ("formats", "format")):
+        for mine, other, label in ((bona, spoof, "bona fide"), (spoof, bona, "spoof")):
+            counts, theirs = mine.get(key) or {}, other.get(key) or {}
+            only = [f"{k} ({v} clips)" for k, v in counts.items() if k not in theirs and theirs]
+            if only:
+                out.append(f"- **Class-specific {what}.** Only {label} training clips have {', '.join(only)}: a "
+                           "shortcut the model can learn instead of synthesis artefacts.")
+    spoof_gens = spoof.get("generators") or []
     if spoof_gens and len(spoof_gens) < 10:
         out.append(f"- **Few attacks.** Only {len(spoof_gens)} spoof generator(s) in training.")
     if metrics:
