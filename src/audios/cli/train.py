@@ -31,7 +31,7 @@ def train_command(
     """Train a deep detector on MANIFEST's train split, validating on val, scoring test with the best epoch.
 
     Writes to --out: config.yaml, run.json, checkpoints/epoch_NN_valeer_X.pt every epoch, history.csv,
-    steps.csv, plots/, best.pt (for `audios detect`), val_scores.csv, scores.csv and metrics.json.
+    steps.csv, training.png (loss/EER/accuracy), best.pt (for `audios detect`), val_scores.csv, scores.csv and metrics.json.
 
     Multi-GPU: torchrun --nproc_per_node=4 -m audios train MANIFEST -c configs/rawcnn.yaml --device cuda
 

@@ -2,9 +2,10 @@
 
 Per epoch it trains on the ``train`` split, scores the ``val`` split (EER, loss, accuracy), writes a
 checkpoint ``checkpoints/epoch_03_valeer_0.0412.pt`` (model, optimiser, scheduler, AMP scaler, config,
-metrics, RNG states), ``history.csv``, ``steps.csv`` (every batch's loss) and loss/EER/accuracy plots, and
-exports ``best.pt`` when the validation EER improves. At the end the best model scores val and test into ``val_scores.csv`` and
-``scores.csv`` (``id,score,label,generator``, read by ``audios evaluate``) and writes ``metrics.json``.
+metrics, RNG states), ``history.csv``, ``steps.csv`` (every batch's loss) and ``training.png`` (loss, EER
+and accuracy per epoch), and exports ``best.pt`` when the validation EER improves. At the end the best
+model scores val and test into ``val_scores.csv`` and ``scores.csv`` (``id,score,label,generator``, read
+by ``audios evaluate``) and writes ``metrics.json``.
 
 Determinism: the seed is applied to Python, NumPy and torch when training starts, the model is built
 right after, and every epoch re-seeds torch (dropout) and its shuffling generator from ``(seed, epoch)``
@@ -403,31 +404,24 @@ def _checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def plot_history(history: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """``loss.png``, ``eer.png`` and ``accuracy.png`` of the history, one point per epoch."""
-    import matplotlib
+def plot_history(history: pd.DataFrame, path: Path) -> Path:
+    """One PNG with three panels, one point per epoch: loss (train, val), val EER, accuracy (train, val)."""
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure registry
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    panels = {"loss": [("train_loss", "train"), ("val_loss", "val")], "eer": [("val_eer", "val")],
+    panels = {"loss": [("train_loss", "train"), ("val_loss", "val")], "EER": [("val_eer", "val")],
               "accuracy": [("train_acc", "train"), ("val_acc", "val")]}
-    for name, series in panels.items():
-        fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig = Figure(figsize=(12, 3.2))
+    for ax, (name, series) in zip(fig.subplots(1, 3), panels.items()):
         for column, label in series:
             ax.plot(history["epoch"], history[column], marker="o", label=label)
         ax.set_xlabel("epoch")
-        ax.set_ylabel(name if name != "eer" else "EER")
+        ax.set_title(name)
         ax.grid(alpha=0.3)
         ax.legend()
-        fig.tight_layout()
-        path = out_dir / f"{name}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
-    return written
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    return path
 
 
 class _Run:
@@ -582,7 +576,7 @@ class _Run:
         write_text_atomic(self.run_dir / "history.csv", frame.to_csv(index=False))
         steps = pd.DataFrame(self.steps, columns=["epoch", "batch", "loss"]).astype({"epoch": int, "batch": int})
         write_text_atomic(self.run_dir / "steps.csv", steps.to_csv(index=False))
-        plot_history(frame, self.run_dir / "plots")
+        plot_history(frame, self.run_dir / "training.png")
         if self.skipped:
             skipped = pd.DataFrame(sorted(self.skipped.items()), columns=["path", "reason"])
             write_text_atomic(self.run_dir / "skipped.csv", skipped.to_csv(index=False))
