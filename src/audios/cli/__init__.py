@@ -12,7 +12,7 @@ import typer
 
 from audios.cli.app import app, console
 # Importing each module registers its commands on `app`.
-from audios.cli import data, evaluate, features, models, prepare, split, stats, visualize  # noqa: F401
+from audios.cli import classic, data, evaluate, features, models, prepare, split, stats, train, visualize  # noqa: F401
 from audios.tasks import TASKS
 
 
