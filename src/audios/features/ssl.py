@@ -7,11 +7,13 @@ columns are ``emb_0..emb_{d-1}`` for ``d`` = the model's hidden size (768 for th
 over frames of the chosen layer. ``pool="mean+std"`` appends the per-dimension standard deviation over
 frames as ``emb_d..emb_{2d-1}``.
 
-Layers: ``hidden_states[0]`` is the transformer's input (CNN features after projection and positional
-convolution), ``hidden_states[k]`` the output of transformer layer ``k``. ``layer="last"`` is the final
-output, an int picks one hidden state, a list of ints averages those hidden states frame by frame, and
-``"all"`` averages every hidden state with equal weights (the mean-weighted layer sum of SUPERB with
-uniform weights).
+Layers: ``layer="last"`` is the model's ``last_hidden_state``; an int ``k`` picks ``hidden_states[k]``
+(0 is the transformer's input, the CNN features after projection and positional convolution; ``k`` the
+output of transformer layer ``k``), a list of ints averages those hidden states frame by frame, and
+``"all"`` averages every hidden state with equal weights (SUPERB's weighted layer sum with uniform
+weights). In pre-norm checkpoints (``do_stable_layer_norm``, the large models) ``last_hidden_state`` has
+the encoder's final layer norm applied and, in transformers 5, ``hidden_states[-1]`` does not; in
+post-norm checkpoints (the base models) the two are the same.
 
 Input: each signal is normalised to zero mean and unit variance over the whole recording (eps 1e-7,
 Wav2Vec2FeatureExtractor's formula) when the checkpoint's feature extractor says ``do_normalize``
@@ -29,18 +31,20 @@ valid frame count of each window is ``model._get_feat_extract_output_lengths(sam
 trained without attention masks and transformers advises not to pass one; their first convolution
 normalises each channel over the whole padded sequence, so their embeddings shift slightly with the
 padding a batch adds (cosine to the unpadded embedding stays near 1; bucketing keeps padding small).
-Masked layer-norm checkpoints (the large wav2vec2/HuBERT/WavLM models) give the same embedding in any
-batch.
+``pad_unmasked=False`` runs such checkpoints one window at a time instead, which makes every embedding
+independent of its batch. Masked layer-norm checkpoints (the large wav2vec2/HuBERT/WavLM models) give the
+same embedding in any batch.
 
-``quantize="int8"`` applies PyTorch dynamic int8 quantisation to every ``nn.Linear`` (weights int8,
-activations quantised on the fly), which speeds up CPU inference; ``quantization_cosine`` measures how
-close its embeddings stay to fp32.
+``quantize="int8"`` applies PyTorch dynamic int8 quantisation to the ``nn.Linear`` layers (weights int8,
+activations quantised on the fly; see ``quantize_int8``), which speeds up CPU inference;
+``quantization_cosine`` measures how close its embeddings stay to fp32.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -56,6 +60,7 @@ POOLS = ("mean", "mean+std")
 QUANTIZE = ("none", "int8")
 LAYER_WORDS = ("last", "all")
 NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
+ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,9 @@ class SslConfig:
     batch_seconds: float = 80.0
     quantize: str = "none"
     device: str = "cpu"
+    # Models without attention masks see the zero padding (see the module doc); False runs their
+    # windows one at a time, so each embedding is independent of its batch, at some cost in speed.
+    pad_unmasked: bool = True
 
     def __post_init__(self) -> None:
         positive("SslConfig", sample_rate=self.sample_rate, max_window_s=self.max_window_s,
@@ -169,7 +177,7 @@ def load_ssl_model(name: str, quantize: str = "none", device: str = "cpu") -> _L
         log.warning("%s: feature extractor expects %s Hz audio", name, rate)
     model.eval()
     if quantize == "int8":
-        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        model = quantize_int8(model)
     model.to(device)
     return _Loaded(
         model=model, hidden_size=int(config.hidden_size), n_hidden_states=int(config.num_hidden_layers) + 1,
@@ -177,6 +185,32 @@ def load_ssl_model(name: str, quantize: str = "none", device: str = "cpu") -> _L
         attention_mask=bool(getattr(processor, "return_attention_mask", False)),
         min_samples=_min_samples(model),
     )
+
+
+def quantize_int8(model: Any) -> Any:
+    """A dynamically int8-quantised copy of ``model``: every ``nn.Linear``, or, where the model reads a
+    projection's ``.weight`` tensor itself (WavLM's attention passes q/k/v/out weights to
+    ``F.multi_head_attention_forward``), every ``nn.Linear`` except those attention projections."""
+    import torch
+
+    def quantized(spec: set) -> Any:
+        with warnings.catch_warnings():
+            # torch.ao.quantization is deprecated in favour of torchao but still works in this torch.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
+            q = torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8)
+        with torch.inference_mode():
+            q(torch.zeros(1, 2 * _min_samples(model)).uniform_(-1, 1, generator=torch.Generator().manual_seed(0)))
+        return q
+
+    try:
+        return quantized({torch.nn.Linear})
+    except (TypeError, RuntimeError) as exc:
+        names = {name for name, module in model.named_modules()
+                 if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] not in ATTENTION_PROJECTIONS}
+        log.info("%s: int8 on every Linear failed (%s); keeping attention projections in fp32",
+                 type(model).__name__, exc)
+        return quantized(names)
 
 
 class SslExtractor:
@@ -245,7 +279,8 @@ class SslExtractor:
         squares = np.zeros((len(signals), loaded.hidden_size))
         lengths = [seg.shape[0] for _, seg in segments]
         budget = int(c.batch_seconds * c.sample_rate)
-        for group in bucket_batches(lengths, budget):
+        max_items = None if loaded.attention_mask or c.pad_unmasked else 1
+        for group in bucket_batches(lengths, budget, max_items):
             for k, (n, s, ss) in zip(group, self._forward([segments[j][1] for j in group], loaded, layers),
                                      strict=True):
                 i = segments[k][0]
