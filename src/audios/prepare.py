@@ -126,7 +126,8 @@ class PrepareConfig:
                 raise ConfigError(f"clip_s={self.clip_s} must be positive")
             if not 0 <= self.overlap_s < self.clip_s:
                 raise ConfigError(f"overlap_s={self.overlap_s} must be >= 0 and below clip_s={self.clip_s}")
-            if round(self.clip_s * self.sample_rate) < 1 or round((self.clip_s - self.overlap_s) * self.sample_rate) < 1:
+            hop_s = self.clip_s - self.overlap_s
+            if round(self.clip_s * self.sample_rate) < 1 or round(hop_s * self.sample_rate) < 1:
                 raise ConfigError(f"clip_s={self.clip_s}, overlap_s={self.overlap_s} give an empty clip or hop")
         elif self.overlap_s != 0:
             raise ConfigError(f"overlap_s={self.overlap_s} needs clip_s")
