@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job, end to end: manifest -> stats -> prepare -> split (later stages are added as they land).
+# The main job, end to end: manifest -> stats -> prepare -> split -> features -> visualize -> train -> evaluate -> card.
 # Usage: scripts/demo.sh [DATA_DIR] [OUT_DIR]. DATA_DIR defaults to ../shared/corpus/dev, then to the
 # embedded synthetic toy corpus.
 set -euo pipefail
@@ -20,14 +20,24 @@ else
 fi
 echo "== demo data: $USED"
 
-echo "== 1/4 manifest"
+echo "== 1/8 manifest"
 audios manifest "$CORPUS" -o "$OUT/manifest.csv" --workers 2 --no-progress
-echo "== 2/4 stats (shortcut check)"
+echo "== 2/8 stats (shortcut check)"
 audios stats "$OUT/manifest.csv" --out "$OUT/stats"
-echo "== 3/4 prepare: 16 kHz FLAC, loudness-normalised, edge silence trimmed, cut into 4 s clips"
-audios prepare "$OUT/manifest.csv" -o "$OUT/prepared" --workers 2 --normalize rms --trim-silence --clip-s 4 --no-progress
-echo "== 4/4 split: by utterance, content hash and parent recording; speakers kept apart where possible"
-audios split "$OUT/prepared/manifest.csv" -o "$OUT/split.csv" --seed 0
+echo "== 3/8 prepare: 16 kHz FLAC, loudness-normalised to -23 dBFS RMS, edge silence trimmed"
+audios prepare "$OUT/manifest.csv" "$OUT/prepared" --workers 2 --normalize rms --trim --no-progress
+echo "== 4/8 split: by utterance, content hash and parent recording, speakers kept apart"
+audios split "$OUT/prepared/manifest.csv" -o "$OUT/split/manifest.csv" --group-by speaker --seed 0
+echo "== 5/8 features: spectral statistics"
+audios features "$OUT/split/manifest.csv" -e spectral -o "$OUT/features/spectral.parquet" --workers 2 \
+  --cache "$OUT/cache" --no-progress
+echo "== 6/8 visualize"
+audios visualize "$OUT/features/spectral.parquet" --method pca --color-by label --color-by generator \
+  -o "$OUT/views"
+echo "== 7/8 train-classic: logistic regression, chosen by grouped CV, calibrated on val, evaluated on test"
+audios train-classic "$OUT/features/spectral.parquet" --model logreg --out "$OUT/logreg" --seed 0
+echo "== 8/8 model card"
+audios model-card "$OUT/logreg"
 
 cat <<MSG
 
@@ -35,5 +45,7 @@ Done. Data used: $USED
   manifest:        $OUT/manifest.csv
   stats and plots: $OUT/stats/
   prepared audio:  $OUT/prepared/ (manifest: $OUT/prepared/manifest.csv)
-  split manifest:  $OUT/split.csv (leak check beside it)
+  split manifest:  $OUT/split/manifest.csv (leak check beside it)
+  features:        $OUT/features/spectral.parquet, views in $OUT/views/
+  detector run:    $OUT/logreg/ (report, scores, metrics.json, MODEL_CARD.md)
 MSG
