@@ -18,6 +18,15 @@ def progress_bar(total: int | None, desc: str, progress: bool) -> tqdm:
     return tqdm(total=total, desc=desc, disable=not (progress and sys.stderr.isatty()), file=sys.stderr, unit="file")
 
 
+def _one_blas_thread() -> None:
+    """Worker initializer: one BLAS thread per process, so N workers use N cores rather than N x cores."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl is a core dependency
+        return
+    threadpool_limits(1, "blas")
+
+
 def map_ordered(
     fn: Callable[[T], R], items: Iterable[T], workers: int = 1, desc: str = "", progress: bool = False,
     total: int | None = None,
@@ -31,7 +40,7 @@ def map_ordered(
                 yield fn(item)
                 bar.update()
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with ProcessPoolExecutor(max_workers=workers, initializer=_one_blas_thread) as pool:
                 for result in pool.map(fn, items, chunksize=max(1, min(16, len(items) // (workers * 8) or 1))):
                     yield result
                     bar.update()

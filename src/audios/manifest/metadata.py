@@ -58,7 +58,9 @@ def measure_recording(path: str | Path, config: MetadataConfig = MetadataConfig(
         clipped += int(np.count_nonzero(np.abs(block) >= config.clip_level))
         mono = to_mono(block, "mean")
         n_frames += mono.shape[0]
-        sum_sq += float(np.dot(mono.astype(np.float64), mono.astype(np.float64)))
+        # einsum, not np.dot: a BLAS call would start a thread pool per worker and oversubscribe the cores.
+        m64 = mono.astype(np.float64)
+        sum_sq += float(np.einsum("i,i->", m64, m64))
         peak = max(peak, float(np.max(np.abs(mono))) if mono.size else 0.0)
         buf = np.concatenate([carry, mono]) if carry.size else mono
         usable = (buf.shape[0] // frame_len) * frame_len
