@@ -15,7 +15,8 @@ therefore repeats the uninterrupted one exactly on the same machine and device.
 Multi-GPU: launch with ``torchrun --nproc_per_node=N -m audios train ...``. When ``WORLD_SIZE`` > 1 the
 trainer joins the process group (NCCL on CUDA, Gloo otherwise), wraps the model in
 DistributedDataParallel, gives each rank a ``DistributedSampler`` shard (seeded per epoch) and lets rank 0
-alone validate and write files. ``batch_size`` is per process.
+alone validate and write files. ``batch_size`` is per process; ``device: cuda`` means ``cuda:$LOCAL_RANK``.
+Checked with two CPU processes over Gloo; the NCCL path has not run on a multi-GPU machine yet.
 """
 
 from __future__ import annotations
@@ -374,6 +375,13 @@ class TrainResult:
 class _Distributed:
     rank: int = 0
     world_size: int = 1
+    owned: bool = False  # the trainer started the process group, so it ends it
+
+    def close(self) -> None:
+        if self.owned:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
 
     @property
     def main(self) -> bool:
@@ -386,9 +394,10 @@ def _init_distributed(device: torch.device) -> _Distributed:
         return _Distributed()
     import torch.distributed as dist
 
-    if not dist.is_initialized():
+    owned = not dist.is_initialized()
+    if owned:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return _Distributed(rank=dist.get_rank(), world_size=dist.get_world_size())
+    return _Distributed(rank=dist.get_rank(), world_size=dist.get_world_size(), owned=owned)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -430,6 +439,9 @@ class _Run:
     def __init__(self, manifest: Path, config: TrainConfig, run_dir: Path, progress: bool) -> None:
         self.manifest, self.config, self.run_dir, self.progress = manifest, config, run_dir, progress
         self.device = resolve_device(config.device)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per process
+            torch.cuda.set_device(self.device)
         self.dist = _init_distributed(self.device)
         self.table = read_manifest(manifest)
         self.tables = {name: split_rows(self.table, name, manifest)
@@ -548,6 +560,12 @@ class _Run:
                 bar.update()
         finally:
             bar.close()
+        if self.dist.world_size > 1:  # totals over all ranks' shards
+            import torch.distributed as dist
+
+            totals = torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=self.device)
+            dist.all_reduce(totals)
+            loss_sum, correct, seen = float(totals[0]), int(totals[1]), int(totals[2])
         if seen == 0:
             raise TrainError(self.manifest, f"epoch {epoch}: no readable training file")
         return loss_sum / seen, correct / seen
@@ -623,7 +641,7 @@ class _Run:
                 self.write_tables()
                 log.info("epoch %d: train loss %.4f, val loss %.4f, val EER %.4f", epoch, train_loss, val.loss,
                          val_eer)
-            self._barrier()
+            self._share_last_row()
             done_now += 1
             epoch += 1
             stopped_early = bool(c.early_stopping_patience) and self.epochs_since_best() >= c.early_stopping_patience
@@ -636,11 +654,15 @@ class _Run:
                            best_epoch=best_epoch, best_val_eer=best_eer, test_eer=test_eer,
                            stopped_early=bool(stopped_early), finished=finished, n_skipped=len(self.skipped))
 
-    def _barrier(self) -> None:
+    def _share_last_row(self) -> None:
+        """Give every rank rank 0's newest history row, so all of them agree on early stopping."""
         if self.dist.world_size > 1:
             import torch.distributed as dist
 
-            dist.barrier()
+            row = [self.history[-1] if self.dist.main else None]
+            dist.broadcast_object_list(row, src=0)
+            if not self.dist.main:
+                self.history.append(row[0])
 
     def finish(self) -> float:
         """Score val and test with the best model; write scores CSVs and metrics.json. Returns the test EER."""
@@ -686,7 +708,10 @@ def train(manifest: str | Path, config: TrainConfig, run_dir: str | Path, *, pro
     run = _Run(manifest, config, run_dir, progress)
     if run.dist.main:
         write_run_info(run_dir, "train", {"manifest": str(manifest), **config_to_dict(config)}, seed=config.seed)
-    return run.run(stop_after_epochs)
+    try:
+        return run.run(stop_after_epochs)
+    finally:
+        run.dist.close()
 
 
 def resume(run_dir: str | Path, *, device: str | None = None, progress: bool = False,
@@ -704,7 +729,10 @@ def resume(run_dir: str | Path, *, device: str | None = None, progress: bool = F
     run = _Run(Path(data["manifest"]), config, run_dir, progress)
     run.restore(data, path)
     log.info("resuming %s from %s", run_dir, path.name)
-    return run.run(stop_after_epochs)
+    try:
+        return run.run(stop_after_epochs)
+    finally:
+        run.dist.close()
 
 
 def load_train_config(path: str | Path | None, overrides: list[str] | None = None,
