@@ -277,7 +277,7 @@ def load_trained_model(path: str | Path, device: str = "cpu") -> TrainedModel:
 
 @dataclass(frozen=True)
 class SplitScores:
-    """Per-recording scores of one split: ``ids``/``indices`` of the scored rows, ``scores`` (mean window score),
+    """Per-recording scores of one split: ``indices`` (table rows scored), ``scores`` (mean window score),
     ``labels`` (1 bona fide), mean window CE ``loss`` and ``skipped`` (path, reason)."""
 
     indices: np.ndarray
