@@ -79,6 +79,9 @@ def test_bucketing_known_answer():
     # An item longer than the budget is batched alone.
     assert bucket_batches([50, 3, 3], budget=20) == [[0], [1, 2]]
     assert bucket_batches([4, 4, 4, 4], budget=100, max_items=3) == [[0, 1, 2], [3]]
+    # max_waste: 80 would pad to 100 (20% waste), so it opens its own batch, which 75 may join.
+    assert bucket_batches([100, 90, 80, 75], budget=1000, max_waste=0.1) == [[0, 1], [2, 3]]
+    assert bucket_batches([100, 90, 80, 75], budget=1000) == [[0, 1, 2, 3]]
     with pytest.raises(ConfigError, match="exactly once"):
         batching_report(lengths, [[0, 1]])
 
@@ -95,6 +98,10 @@ def test_bucketing_keeps_padding_under_ten_percent_where_given_order_wastes_far_
     assert all(len(b) * lengths[b].max() <= budget for b in buckets)
     assert sorted(i for b in buckets for i in b) == list(range(200))
     assert "padding" in report.summary()
+    # A handful of items under a large budget would share one batch; max_waste caps each batch instead.
+    few = lengths[:12]
+    assert padding_waste(few, bucket_batches(few, budget)) > 0.10
+    assert padding_waste(few, bucket_batches(few, budget, max_waste=0.1)) <= 0.10
 
 
 def test_windows_are_equal_and_cover_the_signal():
@@ -110,8 +117,8 @@ def test_windows_are_equal_and_cover_the_signal():
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_dims_determinism_and_batched_equals_one_by_one(models, family):
-    # A 1 s budget splits the five clips over several padded forward passes.
-    ext = get_extractor("ssl", {"model": models[family], "batch_seconds": 1.0})
+    # A 3 s budget groups the five clips in pairs (1.3 + 0.9 s, 0.5 + 0.35 s) and one alone, all padded.
+    ext = get_extractor("ssl", {"model": models[family], "batch_seconds": 3.0, "max_padding": 0.9})
     assert ext.columns == tuple(f"emb_{i}" for i in range(HIDDEN))
     batch = clips()
     together = ext.extract(batch)
@@ -168,7 +175,7 @@ def test_group_norm_model_without_mask_pads_or_runs_alone(tmp_path):
     # No preprocessor config and a group-norm CNN (like wav2vec2-base): no attention mask is passed.
     folder = save_tiny(tmp_path / "base", "wav2vec2", norm="group")
     assert load_ssl_model(folder).attention_mask is False
-    batch = [speechlike(1.6, seed=1), speechlike(2.0, seed=2)]
+    batch = [speechlike(1.85, seed=1), speechlike(2.0, seed=2)]  # 7.5% padding: within max_padding
     padded = get_extractor("ssl", {"model": folder}).extract(batch)
     exact = get_extractor("ssl", {"model": folder, "pad_unmasked": False}).extract(batch)
     alone = [get_extractor("ssl", {"model": folder}).extract([x])[0] for x in batch]

@@ -21,17 +21,23 @@ import numpy as np
 from audios.errors import ConfigError
 
 
-def bucket_batches(lengths: Sequence[int], budget: int, max_items: int | None = None) -> list[list[int]]:
+def bucket_batches(
+    lengths: Sequence[int], budget: int, max_items: int | None = None, max_waste: float | None = None
+) -> list[list[int]]:
     """Indices of ``lengths`` grouped into batches of similar length whose padded size fits ``budget``.
 
     Items are taken longest first; a batch opened by an item of length L holds at most ``budget // L``
     items (and ``max_items`` when given), so ``len(batch) * max(batch) <= budget`` unless a single item
-    alone exceeds the budget, in which case it forms its own batch. Ties keep input order.
+    alone exceeds the budget, in which case it forms its own batch. With ``max_waste`` an item joins the
+    batch only if it is at least ``(1 - max_waste) * L`` long, so no batch pads more than that fraction,
+    however few items there are to group. Ties keep input order.
     """
     if budget <= 0:
         raise ConfigError(f"bucket_batches: budget={budget} must be positive")
     if max_items is not None and max_items < 1:
         raise ConfigError(f"bucket_batches: max_items={max_items} must be at least 1")
+    if max_waste is not None and not 0 <= max_waste < 1:
+        raise ConfigError(f"bucket_batches: max_waste={max_waste} must be in [0, 1)")
     lengths = [int(n) for n in lengths]
     if any(n < 0 for n in lengths):
         raise ConfigError("bucket_batches: lengths must be non-negative")
@@ -43,8 +49,15 @@ def bucket_batches(lengths: Sequence[int], budget: int, max_items: int | None = 
         size = max(1, budget // longest)
         if max_items is not None:
             size = min(size, max_items)
-        batches.append(order[start:start + size])
-        start += size
+        stop = min(start + size, len(order))
+        if max_waste is not None:
+            shortest = (1.0 - max_waste) * longest
+            end = start + 1
+            while end < stop and lengths[order[end]] >= shortest:
+                end += 1
+            stop = end
+        batches.append(order[start:stop])
+        start = stop
     return batches
 
 

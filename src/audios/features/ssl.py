@@ -23,7 +23,8 @@ its own and the recording's mean (and std) are taken over the frames of all its 
 the window statistics are combined weighted by their frame counts.
 
 Batching: windows are bucketed by length (``audios.features.batching``) into forward passes of at most
-``batch_seconds`` of padded audio, zero-padded on the right. Padded frames never enter the pooling: the
+``batch_seconds`` of padded audio, zero-padded on the right, each padding at most ``max_padding`` of
+its samples. Padded frames never enter the pooling: the
 valid frame count of each window is ``model._get_feat_extract_output_lengths(samples)``. An
 ``attention_mask`` is passed only when the checkpoint's feature extractor returns one
 (``return_attention_mask``; without a preprocessor config: when the CNN uses layer norm,
@@ -75,6 +76,8 @@ class SslConfig:
     max_window_s: float = 20.0
     # Padded audio per forward pass, in seconds summed over the batch (memory ~ batch * length).
     batch_seconds: float = 80.0
+    # A window joins a forward pass only if padding it to the pass's longest window wastes at most this.
+    max_padding: float = 0.1
     quantize: str = "none"
     device: str = "cpu"
     # Models without attention masks see the zero padding (see the module doc); False runs their
@@ -84,6 +87,8 @@ class SslConfig:
     def __post_init__(self) -> None:
         positive("SslConfig", sample_rate=self.sample_rate, max_window_s=self.max_window_s,
                  batch_seconds=self.batch_seconds)
+        if not 0 <= self.max_padding < 1:
+            raise ConfigError(f"SslConfig.max_padding={self.max_padding} must be in [0, 1)")
         if not isinstance(self.model, str) or not self.model.strip():
             raise ConfigError(f"SslConfig.model={self.model!r} must be a hub id or a folder")
         layer = self.layer
@@ -280,7 +285,7 @@ class SslExtractor:
         lengths = [seg.shape[0] for _, seg in segments]
         budget = int(c.batch_seconds * c.sample_rate)
         max_items = None if loaded.attention_mask or c.pad_unmasked else 1
-        for group in bucket_batches(lengths, budget, max_items):
+        for group in bucket_batches(lengths, budget, max_items, c.max_padding):
             for k, (n, s, ss) in zip(group, self._forward([segments[j][1] for j in group], loaded, layers),
                                      strict=True):
                 i = segments[k][0]
