@@ -117,7 +117,7 @@ def test_windows_are_equal_and_cover_the_signal():
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_dims_determinism_and_batched_equals_one_by_one(models, family):
-    # A 3 s budget groups the five clips in pairs (1.3 + 0.9 s, 0.5 + 0.35 s) and one alone, all padded.
+    # A 3 s budget groups the five clips in pairs (1.3 + 0.9 s, 0.5 + 0.35 s, both padded) and 2 s alone.
     ext = get_extractor("ssl", {"model": models[family], "batch_seconds": 3.0, "max_padding": 0.9})
     assert ext.columns == tuple(f"emb_{i}" for i in range(HIDDEN))
     batch = clips()
