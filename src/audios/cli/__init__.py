@@ -12,7 +12,20 @@ import typer
 
 from audios.cli.app import app, console
 # Importing each module registers its commands on `app`.
-from audios.cli import classic, data, evaluate, features, models, prepare, split, stats, train, visualize  # noqa: F401
+from audios.cli import (  # noqa: F401
+    classic,
+    data,
+    detect,
+    evaluate,
+    features,
+    models,
+    prepare,
+    split,
+    stats,
+    synth,
+    train,
+    visualize,
+)
 from audios.tasks import TASKS
 
 

@@ -179,7 +179,8 @@ def equal_error_rate(scores: Any, labels: Any) -> EerResult:
     The DET curve is the piecewise-linear curve through every operating point of :func:`det_curve` (consecutive
     points joined by straight segments; a tie group gives one diagonal segment). The EER is where that curve
     crosses p_miss = p_fa. The returned threshold is the score interpolated linearly at the crossing between the
-    two thresholds of the segment; ``score >= threshold`` accepts.
+    two thresholds of the segment, or, when the crossing is an operating point itself, the middle of the range of
+    thresholds that reach it; ``score >= threshold`` accepts.
     """
     s, y = check_scores_labels(scores, labels)
     return _eer(_det_curve(s, y))
@@ -191,7 +192,16 @@ def _eer(curve: DetCurve) -> EerResult:
     k = j - 1
     alpha = d[k] / (d[k] - d[j])
     eer = curve.p_miss[k] + alpha * (curve.p_miss[j] - curve.p_miss[k])
-    t = curve.thresholds[k] + alpha * (curve.thresholds[j] - curve.thresholds[k])
+    if d[j] == 0:
+        # The crossing is an operating point reached by every threshold in (thresholds[k], thresholds[m]]:
+        # take the middle, so that a perfectly separated validation set puts the threshold in the gap between
+        # the classes rather than on the lowest bona fide score (which would reject similar bona fide clips).
+        m = j
+        while m + 1 < len(d) and d[m + 1] == 0:
+            m += 1
+        t = 0.5 * (curve.thresholds[k] + curve.thresholds[m])
+    else:
+        t = curve.thresholds[k] + alpha * (curve.thresholds[j] - curve.thresholds[k])
     return EerResult(eer=float(eer), threshold=float(t))
 
 
