@@ -9,12 +9,13 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 DATA   ?=
 OUT    ?= runs/demo
 
-.PHONY: install demo test bench clean
+.PHONY: install system-deps demo test bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install -q --no-deps resemblyzer==0.1.4
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -23,7 +24,10 @@ install: $(STAMP)
 demo: install
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh "$(DATA)" "$(OUT)"
 
-test: install
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+test: install system-deps
 	$(BIN)/python -m pytest -q
 
 bench: install

@@ -74,7 +74,8 @@ def _resemblyzer() -> Any:
             import resemblyzer.audio
     except ImportError as exc:
         raise ConfigError(
-            f"the resemblyzer extractor needs the resemblyzer package (pip install resemblyzer 'setuptools<81'): {exc}"
+            "the resemblyzer extractor needs the resemblyzer package: pip install --no-deps resemblyzer "
+            f"webrtcvad 'setuptools<81' (--no-deps: its `typing` requirement breaks Python 3.11) ({exc})"
         ) from exc
     return resemblyzer
 
