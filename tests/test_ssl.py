@@ -247,6 +247,33 @@ def test_extract_features_end_to_end_with_a_model_folder(models, tmp_path):
     np.testing.assert_allclose(table[list(ext.columns)].to_numpy(), np.stack(direct), atol=1e-6)
 
 
+
+def test_features_cli_ssl_options_and_int8_report(models, tmp_path):
+    from typer.testing import CliRunner
+
+    from audios.cli import app
+
+    rows = []
+    for i, x in enumerate(clips((0.6, 0.9, 0.5, 0.7))):
+        write(tmp_path / "corpus" / f"c{i}.wav", x)
+        rows.append({"id": f"c{i}", "path": f"c{i}.wav", "label": "bonafide" if i % 2 else "spoof"})
+    pd.DataFrame(rows).to_csv(tmp_path / "corpus" / "manifest.csv", index=False)
+    out = tmp_path / "ssl.parquet"
+    args = ["features", str(tmp_path / "corpus" / "manifest.csv"), "-e", "ssl", "--model", models["wav2vec2"],
+            "--layer", "0", "--pool", "mean+std", "--quantize", "int8", "-o", str(out), "--cache", str(tmp_path / "c"),
+            "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "int8 vs fp32 embedding cosine" in result.output
+    table, description = read_feature_table(out)
+    assert description["extractor"]["config"]["quantize"] == "int8"
+    assert description["extractor"]["config"]["layer"] == 0
+    assert len([c for c in table.columns if c.startswith("emb_")]) == 2 * HIDDEN
+    result = CliRunner().invoke(app, ["features", str(tmp_path / "corpus" / "manifest.csv"), "-e", "spectral",
+                                      "--model", "x", "-o", str(tmp_path / "s.parquet")])
+    assert result.exit_code == 2 and "only apply to the ssl extractor" in result.output
+
+
 # --- resemblyzer ------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import typer
 
 from audios.cli.app import app, console, friendly_errors
 from audios.config import load_config
+from audios.errors import ConfigError
 from audios.features import EXTRACTORS, describe_extractor, get_extractor
 from audios.features.extract import default_cache_dir, extract_features
 from audios.manifest import read_manifest
@@ -27,6 +28,10 @@ def features(
     part_size: int = typer.Option(256, help="Recordings per cache part (a kill loses at most one part)."),
     config: Path = typer.Option(None, help="YAML file with the extractor's settings."),
     set_: list[str] = typer.Option([], "--set", help="Override a setting, e.g. --set extended=true or n_mels=64."),
+    model: str = typer.Option(None, "--model", help="ssl: a wav2vec 2.0 / HuBERT / WavLM hub id or local folder."),
+    layer: str = typer.Option(None, "--layer", help="ssl: last, a layer index, a list like [4,8], or all."),
+    pool: str = typer.Option(None, "--pool", help="ssl: mean or mean+std."),
+    quantize: str = typer.Option(None, "--quantize", help="ssl: none or int8 (dynamic int8 on Linear layers)."),
     progress: bool = typer.Option(True, help="Show a progress bar (on terminals)."),
 ) -> None:
     """Extract EXTRACTOR features for every row of MANIFEST into a Parquet table.
@@ -34,11 +39,23 @@ def features(
     Results are cached by content hash and extractor config: a rerun, or a run on a grown manifest,
     computes only new recordings, and a killed run resumes. Unusable files go to <out>.skipped.csv.
 
-    Example: audios features runs/dev/manifest.csv -e spectral --set extended=true -o runs/dev/spectral.parquet
+    Extractors: spectral (the 15-column table centroid, entropy, mfcc_0..12; --set extended=true for 68),
+    lfcc / mfcc / logmel (frame matrices for GMMs and deep models), ssl (wav2vec 2.0, HuBERT, WavLM through
+    transformers) and resemblyzer (a pretrained 256-d speaker encoder that works offline).
+
+    Examples:
+      audios features runs/dev/manifest.csv -e spectral --set extended=true -o runs/dev/spectral.parquet
+      audios features runs/dev/manifest.csv -e ssl --model facebook/wav2vec2-base --layer last --quantize int8
+      audios features runs/dev/manifest.csv -e resemblyzer -o runs/dev/resemblyzer.parquet
     """
     if extractor not in EXTRACTORS:
         get_extractor(extractor)  # raises, listing the known names
-    ext = get_extractor(extractor, load_config(EXTRACTORS[extractor].Config, config, set_))
+    ssl_options = {"model": model, "layer": layer, "pool": pool, "quantize": quantize}
+    given = {k: v for k, v in ssl_options.items() if v is not None}
+    if given and extractor != "ssl":
+        raise ConfigError(f"--{', --'.join(given)} only apply to the ssl extractor, not {extractor!r}")
+    overrides = [*set_, *(f"{k}={v}" for k, v in given.items())]
+    ext = get_extractor(extractor, load_config(EXTRACTORS[extractor].Config, config, overrides))
     cache_dir = cache or default_cache_dir()
     report = extract_features(
         read_manifest(manifest, root=root), ext, out, cache_dir=cache_dir, workers=workers,
@@ -49,3 +66,19 @@ def features(
         "batch_size": batch_size, "part_size": part_size, **describe_extractor(ext),
     })
     console.print(report.summary())
+    if extractor == "ssl" and getattr(ext.config, "quantize", "none") == "int8":
+        _report_int8_cosine(ext, read_manifest(manifest, root=root))
+
+
+def _report_int8_cosine(ext, table) -> None:
+    """How close int8 embeddings are to fp32 ones, on up to 4 recordings of the manifest."""
+    from dataclasses import replace
+
+    from audios.audio import load_audio
+    from audios.features.ssl import quantization_cosine
+    from audios.manifest import audio_paths
+
+    signals = [load_audio(p) for p in audio_paths(table.head(4))]
+    cos = quantization_cosine(replace(ext.config, quantize="none"), signals)
+    console.print(f"int8 vs fp32 embedding cosine similarity on {len(signals)} recordings: "
+                  f"min {min(cos):.4f}, mean {sum(cos) / len(cos):.4f}")
