@@ -28,7 +28,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,23 +203,31 @@ def _check_features(extractor: Extractor, values: np.ndarray) -> str | None:
     return None
 
 
-def extract_batch(
-    extractor: Extractor, audio_config: AudioConfig, items: list[tuple[str, str]]
-) -> tuple[list[tuple[str, np.ndarray]], list[tuple[str, str]]]:
-    """Decode and extract ``(sha256, path)`` items: returns ``(sha256, features)`` pairs and ``(path, reason)`` skips.
-
-    One bad file never sinks the batch: decoding errors are caught per file, and if the batched call
-    fails the batch is redone one by one to find the culprit.
-    """
-    done: list[tuple[str, np.ndarray]] = []
+def decode_items(
+    audio_config: AudioConfig, items: list[tuple[str, str]]
+) -> tuple[list[tuple[str, str]], list[np.ndarray], list[tuple[str, str]]]:
+    """Decode ``(sha256, path)`` items: the items that decoded, their signals, and ``(path, reason)`` skips."""
+    keys: list[tuple[str, str]] = []
+    signals: list[np.ndarray] = []
     skipped: list[tuple[str, str]] = []
-    signals, keys = [], []
     for sha, path in items:
         try:
             signals.append(load_audio(path, audio_config))
             keys.append((sha, path))
         except AudioError as exc:
             skipped.append((path, exc.reason))
+    return keys, signals, skipped
+
+
+def extract_decoded(
+    extractor: Extractor, keys: list[tuple[str, str]], signals: list[np.ndarray]
+) -> tuple[list[tuple[str, np.ndarray]], list[tuple[str, str]]]:
+    """Extract decoded signals of ``(sha256, path)`` keys: ``(sha256, features)`` pairs and ``(path, reason)`` skips.
+
+    If the batched call fails the batch is redone one by one to find the culprit.
+    """
+    done: list[tuple[str, np.ndarray]] = []
+    skipped: list[tuple[str, str]] = []
     try:
         features = extractor.extract(signals) if signals else []
         pairs = list(zip(keys, features, strict=True))
@@ -243,9 +251,135 @@ def extract_batch(
     return done, skipped
 
 
+def extract_batch(
+    extractor: Extractor, audio_config: AudioConfig, items: list[tuple[str, str]]
+) -> tuple[list[tuple[str, np.ndarray]], list[tuple[str, str]]]:
+    """Decode and extract ``(sha256, path)`` items: returns ``(sha256, features)`` pairs and ``(path, reason)`` skips.
+
+    One bad file never sinks the batch: decoding errors are caught per file, and if the batched call
+    fails the batch is redone one by one to find the culprit.
+    """
+    keys, signals, skipped = decode_items(audio_config, items)
+    done, failed = extract_decoded(extractor, keys, signals)
+    return done, skipped + failed
+
+
 def _batches(items: list[tuple[str, str]], size: int) -> Iterator[list[tuple[str, str]]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+@dataclass
+class ExtractionPlan:
+    """What an engine must compute for a manifest: shared by the local and the Ray engine."""
+
+    df: pd.DataFrame  # the manifest, index reset
+    paths: list[str]  # absolute audio path of each row
+    shas: list[str | None]  # PCM sha256 of each row (None when it could not be measured)
+    skip_reason: dict[int, str]  # row index -> why it is skipped (so far: hashing failures)
+    cache: FeatureCache
+    audio_config: AudioConfig
+    wanted: dict[str, str]  # sha256 -> the path it is computed from (first row with that hash)
+    todo: list[tuple[str, str]]  # (sha256, path) not cached yet, shortest first when durations are known
+    n_cached: int
+
+
+def _hash_locally(paths: list[Path], workers: int, progress: bool) -> Iterable[tuple[str | None, str | None]]:
+    return map_ordered(_hash_one, paths, workers=workers, desc="hashing", progress=progress)
+
+
+def plan_extraction(
+    manifest: pd.DataFrame,
+    extractor: Extractor,
+    cache_dir: str | Path,
+    audio_config: AudioConfig | None = None,
+    hash_paths: Callable[[list[Path]], Iterable[tuple[str | None, str | None]]] | None = None,
+) -> ExtractionPlan:
+    """Check the manifest, measure missing hashes with ``hash_paths`` (``(sha256, None)`` or ``(None, reason)``
+    per path, in order), open the cache and list what is not cached yet."""
+    for col in ("id", "path", "label", "root"):
+        if col not in manifest.columns:
+            raise ManifestError(f"manifest lacks column {col!r} (read it with audios.manifest.read_manifest)")
+    rate = extractor.config.sample_rate
+    audio_config = audio_config or AudioConfig(sample_rate=rate)
+    if audio_config.sample_rate != rate:
+        raise ConfigError(
+            f"audio sample_rate={audio_config.sample_rate} differs from the extractor's sample_rate={rate}"
+        )
+
+    df = manifest.reset_index(drop=True)
+    paths = [str(p) for p in audio_paths(df)]
+    skip_reason: dict[int, str] = {}
+
+    shas: list[str | None] = list(df["sha256"]) if "sha256" in df.columns else [None] * len(df)
+    shas = [s if isinstance(s, str) and s else None for s in shas]
+    missing = [i for i, s in enumerate(shas) if s is None]
+    if missing:
+        log.info("measuring the PCM sha256 of %d recordings without one", len(missing))
+        hash_paths = hash_paths or functools.partial(_hash_locally, workers=1, progress=False)
+        hashed = hash_paths([Path(paths[i]) for i in missing])
+        for i, (sha, reason) in zip(missing, hashed, strict=True):
+            shas[i] = sha
+            if reason is not None:
+                skip_reason[i] = reason
+
+    cache = FeatureCache(Path(cache_dir), extractor, audio_config)
+    known = cache.known()
+    wanted: dict[str, str] = {}
+    for i, sha in enumerate(shas):
+        if sha is not None and sha not in wanted:
+            wanted[sha] = paths[i]
+    todo = [(sha, path) for sha, path in wanted.items() if sha not in known]
+    if "duration_s" in df.columns:
+        # Batches of similar durations: extractors that pad a batch to its longest signal (ssl) waste little.
+        seconds = dict(zip(paths, pd.to_numeric(df["duration_s"], errors="coerce").fillna(0.0), strict=True))
+        todo.sort(key=lambda item: seconds.get(item[1], 0.0))
+    n_cached = len(wanted) - len(todo)
+    log.info("%s: %d recordings cached, %d to compute (cache %s)", extractor.name, n_cached, len(todo), cache.dir)
+    return ExtractionPlan(df=df, paths=paths, shas=shas, skip_reason=skip_reason, cache=cache,
+                          audio_config=audio_config, wanted=wanted, todo=todo, n_cached=n_cached)
+
+
+def finish_extraction(
+    plan: ExtractionPlan, out: Path, failed: dict[str, str], n_computed: int, started: float
+) -> ExtractReport:
+    """Record skips (``failed``: path -> reason), assemble the table from the cache and write it with its
+    metadata and ``<out>.skipped.csv``."""
+    df, paths, shas, cache = plan.df, plan.paths, plan.shas, plan.cache
+    skip_reason = dict(plan.skip_reason)
+    path_reason = failed
+    for i, path in enumerate(paths):
+        if i not in skip_reason and path in path_reason:
+            skip_reason[i] = path_reason[path]
+    # Rows that share a hash with a failed file fail with it.
+    failed_shas = {sha for sha, path in plan.wanted.items() if path in path_reason}
+    for i, sha in enumerate(shas):
+        if i not in skip_reason and sha in failed_shas:
+            skip_reason[i] = path_reason[plan.wanted[sha]]
+
+    keep = [i for i in range(len(df)) if i not in skip_reason]
+    table = _assemble(df.iloc[keep], [shas[i] for i in keep], cache, out)
+    description = {"extractor": describe_extractor(cache.extractor), "audio": config_to_dict(plan.audio_config)}
+    _write_feature_table(table, out, description)
+    skipped_rows = [(str(df["id"].iloc[i]), paths[i], skip_reason[i]) for i in sorted(skip_reason)]
+    if skipped_rows:
+        write_table(pd.DataFrame(skipped_rows, columns=["id", "path", "reason"]), skipped_path(out))
+    else:
+        skipped_path(out).unlink(missing_ok=True)
+    return ExtractReport(
+        out=out, extractor=cache.extractor.name, cache_dir=cache.dir, n_rows=len(table), n_cached=plan.n_cached,
+        n_computed=n_computed, skipped=tuple((p, r) for _, p, r in skipped_rows),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def check_sizes(out: Path, **sizes: int) -> None:
+    """Raise ConfigError unless ``out`` ends in .parquet and every size is at least 1."""
+    if out.suffix.lower() != ".parquet":
+        raise ConfigError(f"{out}: the feature table must end in .parquet")
+    for name, value in sizes.items():
+        if value < 1:
+            raise ConfigError(f"{name}={value} must be at least 1")
 
 
 def extract_features(
@@ -266,55 +400,15 @@ def extract_features(
     """
     started = time.perf_counter()
     out = Path(out)
-    if out.suffix.lower() != ".parquet":
-        raise ConfigError(f"{out}: the feature table must end in .parquet")
-    for name, value in (("workers", workers), ("batch_size", batch_size), ("part_size", part_size)):
-        if value < 1:
-            raise ConfigError(f"{name}={value} must be at least 1")
-    for col in ("id", "path", "label", "root"):
-        if col not in manifest.columns:
-            raise ManifestError(f"manifest lacks column {col!r} (read it with audios.manifest.read_manifest)")
-    rate = extractor.config.sample_rate
-    audio_config = audio_config or AudioConfig(sample_rate=rate)
-    if audio_config.sample_rate != rate:
-        raise ConfigError(
-            f"audio sample_rate={audio_config.sample_rate} differs from the extractor's sample_rate={rate}"
-        )
-
-    df = manifest.reset_index(drop=True)
-    paths = [str(p) for p in audio_paths(df)]
-    skip_reason: dict[int, str] = {}
-
-    shas: list[str | None] = list(df["sha256"]) if "sha256" in df.columns else [None] * len(df)
-    shas = [s if isinstance(s, str) and s else None for s in shas]
-    missing = [i for i, s in enumerate(shas) if s is None]
-    if missing:
-        log.info("measuring the PCM sha256 of %d recordings without one", len(missing))
-        hashed = map_ordered(_hash_one, [Path(paths[i]) for i in missing], workers=workers,
-                             desc="hashing", progress=progress)
-        for i, (sha, reason) in zip(missing, hashed, strict=True):
-            shas[i] = sha
-            if reason is not None:
-                skip_reason[i] = reason
-
-    cache = FeatureCache(Path(cache_dir), extractor, audio_config)
-    known = cache.known()
-    wanted: dict[str, str] = {}
-    for i, sha in enumerate(shas):
-        if sha is not None and sha not in wanted:
-            wanted[sha] = paths[i]
-    todo = [(sha, path) for sha, path in wanted.items() if sha not in known]
-    if "duration_s" in df.columns:
-        # Batches of similar durations: extractors that pad a batch to its longest signal (ssl) waste little.
-        seconds = dict(zip(paths, pd.to_numeric(df["duration_s"], errors="coerce").fillna(0.0), strict=True))
-        todo.sort(key=lambda item: seconds.get(item[1], 0.0))
-    n_cached = len(wanted) - len(todo)
-    log.info("%s: %d recordings cached, %d to compute (cache %s)", extractor.name, n_cached, len(todo), cache.dir)
+    check_sizes(out, workers=workers, batch_size=batch_size, part_size=part_size)
+    plan = plan_extraction(manifest, extractor, cache_dir, audio_config,
+                           functools.partial(_hash_locally, workers=workers, progress=progress))
+    cache, todo = plan.cache, plan.todo
 
     failed: dict[str, str] = {}
     n_computed = 0
     buffer: list[tuple[str, np.ndarray]] = []
-    work = functools.partial(extract_batch, extractor, audio_config)
+    work = functools.partial(extract_batch, extractor, plan.audio_config)
     bar = progress_bar(len(todo), extractor.name, progress)
     try:
         batches = list(_batches(todo, batch_size))
@@ -331,31 +425,7 @@ def extract_features(
             n_computed += len(buffer)
     finally:
         bar.close()
-
-    path_reason = failed
-    for i, path in enumerate(paths):
-        if i not in skip_reason and path in path_reason:
-            skip_reason[i] = path_reason[path]
-    # Rows that share a hash with a failed file fail with it.
-    failed_shas = {sha for sha, path in wanted.items() if path in path_reason}
-    for i, sha in enumerate(shas):
-        if i not in skip_reason and sha in failed_shas:
-            skip_reason[i] = path_reason[wanted[sha]]
-
-    keep = [i for i in range(len(df)) if i not in skip_reason]
-    table = _assemble(df.iloc[keep], [shas[i] for i in keep], cache, out)
-    description = {"extractor": describe_extractor(extractor), "audio": config_to_dict(audio_config)}
-    _write_feature_table(table, out, description)
-    skipped_rows = [(str(df["id"].iloc[i]), paths[i], skip_reason[i]) for i in sorted(skip_reason)]
-    if skipped_rows:
-        write_table(pd.DataFrame(skipped_rows, columns=["id", "path", "reason"]), skipped_path(out))
-    else:
-        skipped_path(out).unlink(missing_ok=True)
-    return ExtractReport(
-        out=out, extractor=extractor.name, cache_dir=cache.dir, n_rows=len(table), n_cached=n_cached,
-        n_computed=n_computed, skipped=tuple((p, r) for _, p, r in skipped_rows),
-        seconds=time.perf_counter() - started,
-    )
+    return finish_extraction(plan, out, failed, n_computed, started)
 
 
 def _assemble(rows: pd.DataFrame, shas: list[str], cache: FeatureCache, out: Path) -> pd.DataFrame:
