@@ -49,7 +49,7 @@ from audios.parallel import map_ordered, progress_bar
 log = logging.getLogger(__name__)
 
 METADATA_KEY = b"audios.extractor"
-CARRIED_COLUMNS = ("id", "label", "generator", "speaker", "split")
+CARRIED_COLUMNS = ("id", "label", "generator", "speaker", "utterance", "split")
 
 
 def default_cache_dir() -> Path:
@@ -471,6 +471,7 @@ def _write_feature_table(table: pd.DataFrame, out: Path, description: dict[str, 
     os.close(fd)
     try:
         pq.write_table(arrow, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; the table is a result others read
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
