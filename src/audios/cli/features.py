@@ -14,6 +14,8 @@ from audios.features.extract import default_cache_dir, extract_features
 from audios.manifest import read_manifest
 from audios.runs import write_run_info
 
+ENGINES = ("local", "ray")
+
 
 @app.command()
 @friendly_errors
@@ -23,7 +25,9 @@ def features(
     out: Path = typer.Option(Path("features.parquet"), "-o", "--out", help="Output feature table (.parquet)."),
     cache: Path = typer.Option(None, help="Cache folder (default ~/.cache/audios/features)."),
     root: Path = typer.Option(None, help="Corpus root the manifest's paths start from (overrides its `root`)."),
-    workers: int = typer.Option(1, help="Worker processes for decoding and extraction."),
+    workers: int = typer.Option(1, help="Worker processes for decoding and extraction (ray: extractor actors)."),
+    engine: str = typer.Option("local", "--engine", help="local (process pool) or ray (Ray Data pipeline; attaches "
+                               "to the cluster at RAY_ADDRESS when set, else starts a local Ray)."),
     batch_size: int = typer.Option(16, help="Recordings per extraction batch."),
     part_size: int = typer.Option(256, help="Recordings per cache part (a kill loses at most one part)."),
     config: Path = typer.Option(None, help="YAML file with the extractor's settings."),
@@ -47,6 +51,7 @@ def features(
       audios features runs/dev/manifest.csv -e spectral --set extended=true -o runs/dev/spectral.parquet
       audios features runs/dev/manifest.csv -e ssl --model facebook/wav2vec2-base --layer last --quantize int8
       audios features runs/dev/manifest.csv -e resemblyzer -o runs/dev/resemblyzer.parquet
+      RAY_ADDRESS=auto audios features runs/dev/manifest.csv -e ssl --engine ray --workers 8
     """
     if extractor not in EXTRACTORS:
         get_extractor(extractor)  # raises, listing the known names
@@ -56,13 +61,18 @@ def features(
         raise ConfigError(f"--{', --'.join(given)} only apply to the ssl extractor, not {extractor!r}")
     overrides = [*set_, *(f"{k}={v}" for k, v in given.items())]
     ext = get_extractor(extractor, load_config(EXTRACTORS[extractor].Config, config, overrides))
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine={engine!r} must be one of {', '.join(ENGINES)}")
     cache_dir = cache or default_cache_dir()
-    report = extract_features(
+    run = extract_features
+    if engine == "ray":
+        from audios.features.ray_engine import extract_features_ray as run
+    report = run(
         read_manifest(manifest, root=root), ext, out, cache_dir=cache_dir, workers=workers,
         batch_size=batch_size, part_size=part_size, progress=progress,
     )
     write_run_info(out.with_suffix(".run"), "features", {
-        "manifest": str(manifest), "out": str(out), "cache": str(cache_dir), "workers": workers,
+        "manifest": str(manifest), "out": str(out), "cache": str(cache_dir), "engine": engine, "workers": workers,
         "batch_size": batch_size, "part_size": part_size, **describe_extractor(ext),
     })
     console.print(report.summary())
