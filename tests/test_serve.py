@@ -390,3 +390,21 @@ def test_real_bundled_detector(tmp_path):
         assert body["decision"] in ("fake", "real") and 0 <= body["p_fake"] <= 1
         assert body["threshold"] == pytest.approx(detector.threshold)
         assert client.get("/v1/model").json()["name"] == detector.name
+
+
+def test_released_aasist_l_through_the_service(aasist_dir, tmp_path):
+    """A real network end to end: the released AASIST-L checkpoint scores an upload (uncalibrated, threshold 0)."""
+    from audios.detect import load_detector
+
+    detector = load_detector(f"aasist-l={aasist_dir / 'AASIST-L.pth'}")
+    app = create_app(detector, ServeConfig(tmp_root=str(tmp_path), workers=1))
+    with TestClient(app) as client:
+        r = post_file(client, encode(tone(220, 5.0, sample_rate=22050), sample_rate=22050))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model"] == "aasist-l-released" and body["threshold"] == 0.0
+        assert body["decision"] == ("fake" if body["score"] < 0 else "real")
+        assert body["p_fake"] == pytest.approx(1 - expit(body["score"]), abs=1e-6)
+        assert len(body["windows"]) == 2  # 5 s with 4.04 s windows every 2.02 s: starts 0 and 0.96
+        info = client.get("/v1/model").json()
+        assert info["n_params"] > 10_000 and "path" not in info
