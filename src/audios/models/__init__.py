@@ -14,6 +14,7 @@ from audios.errors import ConfigError
 from audios.models.aasist import build_aasist, build_aasist_l
 from audios.models.rawcnn import build_rawcnn
 from audios.models.spectral import build_speccnn, build_specvit
+from audios.models.sslhead import build_ssl_head
 
 MODELS: MappingProxyType[str, Callable[..., nn.Module]] = MappingProxyType({
     "aasist": build_aasist,
@@ -21,6 +22,7 @@ MODELS: MappingProxyType[str, Callable[..., nn.Module]] = MappingProxyType({
     "rawcnn": build_rawcnn,
     "speccnn": build_speccnn,
     "specvit": build_specvit,
+    "ssl-head": build_ssl_head,
 })
 
 

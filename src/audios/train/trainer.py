@@ -51,6 +51,7 @@ from audios.parallel import progress_bar
 from audios.runs import write_run_info, write_text_atomic
 from audios.split import class_weights
 from audios.train.augment import AugmentConfig
+from audios.train.contrastive import LOSSES, VIEWS, TwoViewClipDataset, check_loss_setup, training_loss
 from audios.train.data import BONAFIDE, SPOOF, Batch, ClipDataset, collate_clips, eval_windows, split_rows
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,9 @@ class TrainConfig:
     device: ``cpu`` (default), ``cuda``, ``mps`` or ``auto`` (CUDA, then MPS, then CPU).
     amp: mixed precision (float16 autocast with a gradient scaler) when the device is CUDA.
     cache_audio: keep decoded recordings in memory (per worker) instead of decoding every epoch.
+    loss: ``ce``, ``ce+supcon`` (``(1 - contrastive_weight) * CE + contrastive_weight * SupCon``) or ``supcon``
+        (see `audios.train.contrastive`); the contrastive losses train on two ``views`` (``augment`` or ``crop``)
+        per clip at ``contrastive_temperature``.
     """
 
     model: str = "rawcnn"
@@ -113,6 +117,10 @@ class TrainConfig:
     val_split: str = "val"
     test_split: str = "test"
     augment: AugmentConfig = AugmentConfig()
+    loss: str = "ce"
+    contrastive_weight: float = 0.5
+    contrastive_temperature: float = 0.07
+    views: str = "augment"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_config", dict(self.model_config or {}))
@@ -132,6 +140,17 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.device: {self.device!r} is not one of {list(DEVICES)} (or cuda:N)")
         if self.early_stopping_patience < 0 or self.num_workers < 0 or self.seed < 0:
             raise ConfigError("TrainConfig: early_stopping_patience, num_workers and seed must be >= 0")
+        # Contrastive-loss fields (audios.train.contrastive).
+        if self.loss not in LOSSES:
+            raise ConfigError(f"TrainConfig.loss: {self.loss!r} is not one of {list(LOSSES)}")
+        if self.views not in VIEWS:
+            raise ConfigError(f"TrainConfig.views: {self.views!r} is not one of {list(VIEWS)}")
+        if not 0.0 <= self.contrastive_weight <= 1.0 or not self.contrastive_temperature > 0:
+            raise ConfigError(f"TrainConfig: need 0 <= contrastive_weight <= 1 and contrastive_temperature > 0, got "
+                              f"{self.contrastive_weight} and {self.contrastive_temperature}")
+        if self.loss != "ce" and self.views == "augment" and not self.augment.any_enabled:
+            raise ConfigError("TrainConfig.views='augment' needs at least one augmentation switched on in "
+                              "TrainConfig.augment (or use views: crop)")
 
     def build_model(self) -> nn.Module:
         """The untrained model (seed torch first for reproducible initial weights)."""
@@ -455,8 +474,12 @@ class _Run:
             if rows["label"].nunique() < 2:
                 raise TrainError(manifest, f"split {name!r} holds only {rows['label'].iloc[0]!r} rows; need both classes")
         c = config
-        self.train_set = ClipDataset(train, c.clip_samples, c.sample_rate, train=True, augment=c.augment, seed=c.seed,
-                                     cache_audio=c.cache_audio)
+        if c.loss == "ce":
+            self.train_set = ClipDataset(train, c.clip_samples, c.sample_rate, train=True, augment=c.augment,
+                                         seed=c.seed, cache_audio=c.cache_audio)
+        else:  # contrastive losses: two views per clip
+            self.train_set = TwoViewClipDataset(train, c.clip_samples, c.sample_rate, train=True, augment=c.augment,
+                                                seed=c.seed, cache_audio=c.cache_audio, views=c.views)
         self.val_set = ClipDataset(val, c.clip_samples, c.sample_rate, max_windows=c.eval_windows,
                                    cache_audio=c.cache_audio)
         weights = class_weights(train)
@@ -464,6 +487,7 @@ class _Run:
 
         seed_everything(c.seed)
         model = c.build_model().to(self.device)
+        check_loss_setup(c.loss, model)
         self.model: nn.Module = model
         if self.dist.world_size > 1:
             self.model = nn.parallel.DistributedDataParallel(
@@ -547,8 +571,10 @@ class _Run:
                 if batch.x.numel() > 0:
                     x, y = batch.x.to(self.device, non_blocking=True), batch.labels.to(self.device)
                     with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
-                        logits = logits_of(self.model(x)).float()
-                    loss = F.cross_entropy(logits, y, weight=weight)
+                        output = self.model(x)
+                        logits = logits_of(output).float()
+                    loss = training_loss(output, logits, y, weight, c.loss, c.contrastive_weight,
+                                         c.contrastive_temperature)
                     self.scaler.scale(loss / c.grad_accum).backward()
                     batch_loss = float(loss.detach())
                     self.steps.append([epoch, step, batch_loss])
