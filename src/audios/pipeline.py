@@ -97,7 +97,7 @@ class CorpusSpec:
     def check(self) -> Path:
         """The corpus folder, or CorpusNotFoundError naming the missing path and where to get the corpus."""
         root = Path(self.path)
-        where = f"; it is published at {self.published}" if self.published else ""
+        where = f"; where to get it: {self.published}" if self.published else ""
         hint = " (download it there, or point the pipeline at it with --corpus PATH)"
         if not root.exists():
             raise CorpusNotFoundError(f"{self.name}: {root} does not exist{where}{hint}")
@@ -521,10 +521,12 @@ def _stage_evaluate(ctx: StageContext, opts: dict[str, Any]) -> StageResult:
     unknown = sorted(set(opts) - known)
     if unknown:
         raise ConfigError(f"evaluate: unknown option(s) {unknown}; known: {sorted(known)}")
-    test = read_scores(ctx.need("scores", "evaluate"))
+    # The current manifest, when there is one, is the key: it adds duration_s, speaker and source per id.
+    key = ctx.artifacts.get("manifest")
+    test = read_scores(ctx.need("scores", "evaluate"), key=key)
     val = None
     if opts.get("use_val", True) and "val_scores" in ctx.artifacts:
-        val = read_scores(ctx.artifacts["val_scores"])
+        val = read_scores(ctx.artifacts["val_scores"], key=key)
     costs = DcfCosts(**_take(opts, "c_miss", "c_fa", "p_spoof"))
     result = evaluate_scores(test, val=val, per=list(opts.get("per", ["generator"])),
                              n_bootstrap=int(opts.get("bootstrap", 1000)), rng=np.random.default_rng(ctx.seed),
@@ -593,8 +595,88 @@ STAGE_FUNCTIONS: dict[str, Callable[[StageContext, dict[str, Any]], StageResult]
 STAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "manifest": (), "stats": ("manifest",), "prepare": ("manifest",), "synth": ("manifest",),
     "split": ("manifest",), "features": ("manifest",), "train": ("manifest",), "train-classic": ("features",),
-    "evaluate": ("scores", "val_scores"), "model-card": ("model", "metrics"), "detect": ("model", "manifest"),
+    "evaluate": ("scores", "val_scores", "manifest"), "model-card": ("model", "metrics"), "detect": ("model", "manifest"),
 }
+
+
+def check_stage(spec: StageSpec, seed: int) -> None:
+    """Build the stage's config from its options without running it: typos fail before hours of work."""
+    o = dict(spec.options)
+    if spec.stage == "manifest":
+        from audios.manifest.layouts import get_layout
+        from audios.manifest.metadata import MetadataConfig
+
+        if o.get("layout", "auto") != "auto":
+            get_layout(o["layout"])
+        build_config(MetadataConfig, o.get("metadata") or {})
+        unknown = sorted(set(o) - {"root", "layout", "limit", "workers", "metadata"})
+    elif spec.stage == "stats":
+        from audios.stats import StatsConfig
+
+        build_config(StatsConfig, o)
+        unknown = []
+    elif spec.stage == "prepare":
+        from audios.prepare import PrepareConfig
+
+        build_config(PrepareConfig, {"seed": seed, **_rest(o, "workers", "limit")})
+        unknown = []
+    elif spec.stage == "split":
+        from audios.split import SplitConfig
+
+        build_config(SplitConfig, {"seed": seed, **_rest(o, "balance")})
+        unknown = []
+    elif spec.stage == "features":
+        from audios.features import EXTRACTORS, get_extractor
+
+        name = o.get("extractor", "spectral")
+        if name not in EXTRACTORS:
+            get_extractor(name)
+        build_config(EXTRACTORS[name].Config, _rest(o, "extractor", "cache", "workers", "batch_size", "part_size"))
+        unknown = []
+    elif spec.stage == "train-classic":
+        from audios.classic.train import TrainConfig
+
+        build_config(TrainConfig, {"seed": seed, **_rest(o, "params"), "features": "-", "out": "-"})
+        unknown = []
+    elif spec.stage == "train":
+        from audios.train import load_train_config
+
+        settings = dict(o.get("settings") or {})
+        load_train_config(o.get("config"), [f"{k}={json.dumps(v)}" for k, v in settings.items()])
+        unknown = sorted(set(o) - {"config", "settings"})
+    elif spec.stage == "evaluate":
+        unknown = sorted(set(o) - {"per", "bootstrap", "far", "c_miss", "c_fa", "p_spoof", "use_val"})
+    elif spec.stage == "detect":
+        from audios.detect import DetectConfig
+
+        build_config(DetectConfig, _rest(o, "model", "paths", "limit", "split"))
+        unknown = []
+    elif spec.stage == "model-card":
+        unknown = sorted(o)
+    else:  # synth: its method settings are checked when it runs
+        unknown = []
+    if unknown:
+        raise ConfigError(f"stage {spec.name!r} ({spec.stage}): unknown option(s) {unknown}")
+
+
+def check_pipeline(pipeline: Pipeline) -> None:
+    """Check every stage's options and that each stage's inputs come from an earlier stage."""
+    produced: set[str] = set()
+    outputs = {"manifest": {"manifest"}, "prepare": {"manifest"}, "synth": {"manifest"}, "split": {"manifest"},
+               "features": {"features"}, "train-classic": {"model", "scores", "val_scores", "metrics"},
+               "train": {"model", "scores", "val_scores", "metrics"}, "evaluate": {"evaluation"},
+               "stats": set(), "model-card": set(), "detect": set()}
+    required = {"stats": "manifest", "prepare": "manifest", "synth": "manifest", "split": "manifest",
+                "features": "manifest", "train": "manifest", "train-classic": "features", "evaluate": "scores",
+                "model-card": "model"}
+    for spec in pipeline.stages:
+        check_stage(spec, pipeline.seed)
+        need = required.get(spec.stage)
+        if need and need not in produced:
+            raise ConfigError(f"stage {spec.name!r} ({spec.stage}) needs a {need}, but no earlier stage makes one")
+        if spec.stage == "detect" and "model" not in spec.options and "model" not in produced:
+            raise ConfigError(f"stage {spec.name!r} (detect) needs `model:` or an earlier train stage")
+        produced |= outputs[spec.stage]
 
 
 # ------------------------------------------------------------------------------------------------ runner
@@ -681,6 +763,7 @@ def run_pipeline(
     ``from_stage`` reruns that stage and every later one; ``force`` reruns all; ``until`` stops after that stage.
     """
     run_dir = Path(run_dir).resolve()
+    check_pipeline(pipeline)
     run_dir.mkdir(parents=True, exist_ok=True)
     if pipeline.corpus is not None and any(s.stage == "manifest" for s in pipeline.stages):
         pipeline.corpus.check()  # fail before any work, naming the missing path
@@ -815,7 +898,7 @@ def log_to_mlflow(result: PipelineResult, pipeline: Pipeline, tracking_uri: str,
 
 
 __all__ = [
-    "CorpusNotFoundError", "CorpusSpec", "Pipeline", "PipelineError", "PipelineResult", "STAGES", "StageSpec",
+    "CorpusNotFoundError", "CorpusSpec", "check_pipeline", "check_stage", "Pipeline", "PipelineError", "PipelineResult", "STAGES", "StageSpec",
     "corpus_fingerprint", "default_tracking_uri", "file_sha256", "load_pipeline", "log_to_mlflow", "parse_pipeline",
     "run_pipeline", "seed_everything", "stage_key",
 ]

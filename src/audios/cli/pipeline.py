@@ -55,7 +55,8 @@ def run_command(
 
     result = run_pipeline(pipe, run_dir, from_stage=from_stage, force=force, until=until, workers=workers,
                           progress=progress, on_stage=show)
-    console.print(f"run folder: {result.run_dir} ({len(result.ran)} ran, {len(result.skipped)} skipped)")
+    console.print(f"run folder: {result.run_dir} ({len(result.ran)} ran, {len(result.skipped)} skipped)",
+                  soft_wrap=True)
     if mlflow:
         uri = mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(result.run_dir)
         run_id = log_to_mlflow(result, pipe, uri)
