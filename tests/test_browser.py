@@ -70,7 +70,9 @@ def browser(monkeypatch):
     options.binary_location = str(CHROMIUM)
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", f"--user-data-dir={profile}", "--window-size=1100,1500"):
+                 "--no-first-run", f"--user-data-dir={profile}", "--window-size=1100,1500",
+                 # A fake microphone (Chromium's beep generator) with permission granted, for the record button.
+                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
@@ -135,3 +137,30 @@ def test_page_uploads_a_file_and_shows_the_verdict(server, browser, tmp_path):
     browser.execute_script("window.scrollTo(0, 0)")
     shot = ARTIFACTS / "browser_page.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+
+def test_page_records_from_the_microphone(server, browser):
+    """Record → MediaRecorder webm/ogg → upload → decoded by PyAV on the server → verdict shown."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, app = server
+    browser.get(url + "/")
+    button = browser.find_element(By.ID, "record")
+    assert button.is_enabled(), browser.find_element(By.ID, "record-status").text
+    button.click()
+    WebDriverWait(browser, 10).until(lambda d: "recording" in d.find_element(By.ID, "record-status").text)
+    time.sleep(1.5)
+    button.click()
+
+    def verdict(d):
+        status = d.find_element(By.ID, "status").text.strip()
+        if status.startswith("Error") or status.startswith("The upload failed"):
+            raise AssertionError(f"the page reported: {status}")
+        return d.find_element(By.ID, "verdict").text.strip()
+
+    text = WebDriverWait(browser, 30, poll_frequency=0.1).until(verdict)
+    assert re.fullmatch(r"(REAL \(human\)|FAKE \(machine-generated\)) · p\(fake\) = [01]\.\d{3}", text), text
+    duration = float(browser.find_element(By.ID, "duration").text.split(" s")[0])
+    assert 1.0 <= duration <= 5.0, duration
+    assert list(app.state.tmp_dir.iterdir()) == []

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import io
 import json
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -324,11 +325,37 @@ def test_request_timeout_gives_504_and_the_file_is_still_removed(serve):
     assert list(app.state.tmp_dir.iterdir()) == []
 
 
+def test_slow_upload_hits_the_request_timeout(tmp_path):
+    det = HfDetector()
+    app = create_app(det, ServeConfig(request_timeout_s=0.3, tmp_root=str(tmp_path)))
+    wav = encode(tone(220, 1.0))
+
+    async def trickle():
+        yield wav[:1000]
+        await asyncio.sleep(1.0)
+        yield wav[1000:]
+
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.post("/v1/detect", content=trickle(), headers={"content-type": "audio/wav"})
+
+    try:
+        r = asyncio.run(go())
+    finally:
+        app.state.pool.shutdown()
+    assert r.status_code == 504 and "upload took longer" in r.json()["error"]
+    assert det.calls == 0 and list(app.state.tmp_dir.iterdir()) == []
+
+
 def test_openapi_docs_and_page_are_local(serve):
     client, _, _ = serve()
     schema = client.get("/openapi.json").json()
     assert {"/v1/detect", "/v1/model", "/healthz"} <= set(schema["paths"])
-    assert "spectrogram" in json.dumps(schema["paths"]["/v1/detect"])
+    detect = schema["paths"]["/v1/detect"]["post"]
+    assert "spectrogram" in json.dumps(detect["parameters"])
+    assert {"multipart/form-data", "audio/*"} <= set(detect["requestBody"]["content"])
+    assert {"413", "415", "422", "503", "504"} <= set(detect["responses"])
     for url in ("/", "/docs", "/static/app.js", "/static/style.css", "/static/docs.js"):
         r = client.get(url)
         assert r.status_code == 200, url
@@ -344,6 +371,18 @@ def test_temp_folder_is_removed_at_shutdown(tmp_path):
         assert post_file(client, encode(tone(220, 1.0))).status_code == 200
         assert app.state.tmp_dir.exists()
     assert not app.state.tmp_dir.exists()
+
+
+def test_temp_folder_is_removed_when_the_app_is_dropped(tmp_path):
+    import gc
+
+    app = create_app(HfDetector(), ServeConfig(tmp_root=str(tmp_path)))
+    folder = app.state.tmp_dir
+    app.state.pool.shutdown()
+    assert folder.exists()
+    del app
+    gc.collect()
+    assert not folder.exists()
 
 
 def test_config_validates_itself():
@@ -371,6 +410,7 @@ def test_cli_serve_builds_the_app_and_runs_uvicorn(monkeypatch):
     config = calls["app"].state.config
     assert config.workers == 3 and config.max_upload_bytes == 1024 * 1024
     calls["app"].state.pool.shutdown()
+    shutil.rmtree(calls["app"].state.tmp_dir)
     bad = CliRunner().invoke(cli_app, ["serve", "--workers", "0"])
     assert bad.exit_code == 2 and "workers" in bad.output
 

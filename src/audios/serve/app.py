@@ -25,6 +25,7 @@ import os
 import shutil
 import tempfile
 import threading
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from audios.audio import AudioConfig, load_audio
@@ -94,6 +96,66 @@ class ServeConfig:
     def detect_config(self) -> DetectConfig:
         return DetectConfig(window_s=self.window_s, hop_s=self.hop_s, aggregate=self.aggregate,
                             max_duration_s=self.max_duration_s)
+
+
+class Window(BaseModel):
+    start_s: float
+    end_s: float
+    p_fake: float = Field(description="Probability that this window is machine-generated.")
+
+
+class Region(BaseModel):
+    start_s: float
+    end_s: float
+
+
+class Detection(BaseModel):
+    """The verdict on one upload (the result of ``audios.detect.detect_signal`` plus the model name)."""
+
+    path: str = Field(description="The client's filename (display only), or 'upload'.")
+    p_fake: float = Field(description="Probability that the recording is machine-generated (1 - sigmoid(score)).")
+    decision: str = Field(description="'fake' when score < threshold, else 'real'.")
+    score: float = Field(description="Log-likelihood ratio; higher = more human.")
+    threshold: float
+    duration_s: float
+    latency_ms: float = Field(description="Decoding and scoring time on the server.")
+    windows: list[Window]
+    flagged_regions: list[Region] = Field(description="Merged time ranges of windows judged fake.")
+    model: str
+    spectrogram_png: str | None = Field(None, description="Base64 PNG, only with ?spectrogram=1; null when the "
+                                        "recording is longer than the spectrogram limit.")
+
+
+class Limits(BaseModel):
+    max_upload_bytes: int
+    max_duration_s: float
+    request_timeout_s: float
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str | None = None
+    kind: str | None = None
+    card: str | None = Field(None, description="Summary of the model card.")
+    threshold: float
+    window_s: float | None = None
+    hop_s: float | None = None
+    sample_rate: int | None = None
+    calibrated: bool | None = None
+    size_bytes: int | None = None
+    n_params: int | None = None
+    limits: Limits
+
+
+class Health(BaseModel):
+    status: str
+    model: str
+    pending_jobs: int
+    capacity: int
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="One sentence saying what was wrong.")
 
 
 class ServiceError(Exception):
@@ -339,6 +401,9 @@ def create_app(detector: Detector, config: ServeConfig = ServeConfig()) -> FastA
     app.state.config = config
     app.state.tmp_dir = tmp_dir
     app.state.pool = pool
+    # The lifespan removes the folder at shutdown; this also removes it when the app is dropped or the
+    # interpreter exits without a lifespan (ASGI hosts that skip it, tests).
+    weakref.finalize(app, shutil.rmtree, tmp_dir, True)
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
@@ -364,11 +429,12 @@ def create_app(detector: Detector, config: ServeConfig = ServeConfig()) -> FastA
         log.exception("unexpected error while serving a request")
         return error(500, "internal error; the request could not be completed")
 
-    @app.get("/healthz", summary="Liveness: the model is loaded and the pool is up")
+    @app.get("/healthz", summary="Liveness: the model is loaded and the pool is up", response_model=Health)
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "model": detector.name, "pending_jobs": pool.pending, "capacity": pool.capacity}
 
-    @app.get("/v1/model", summary="The detector: name, version, card summary, threshold and the service limits")
+    @app.get("/v1/model", summary="The detector: name, version, card summary, threshold and the service limits",
+             response_model=ModelInfo)
     async def model() -> dict[str, Any]:
         keys = ("name", "version", "kind", "card", "threshold", "window_s", "hop_s", "sample_rate", "calibrated",
                 "size_bytes", "n_params")
@@ -384,9 +450,19 @@ def create_app(detector: Detector, config: ServeConfig = ServeConfig()) -> FastA
                     "the threshold, the duration, the latency, per-window probabilities and flagged regions. "
                     "Errors: 413 too large, 415 wrong content type, 422 not usable audio (empty, unreadable, "
                     "silent, too long), 503 busy, 504 timed out.",
-        responses={413: {"description": "Upload too large"}, 415: {"description": "Wrong content type"},
-                   422: {"description": "Not usable audio"}, 503: {"description": "Too many requests queued"},
-                   504: {"description": "Timed out"}},
+        response_model=Detection,
+        response_model_exclude_unset=True,
+        # The body is read as a stream (to cap it before decoding), so it is described here by hand.
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+                "file": {"type": "string", "format": "binary", "description": "The recording."}}}},
+            "audio/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        }}},
+        responses={code: {"model": ErrorBody, "description": text} for code, text in (
+            (400, "Malformed request"), (413, "Upload too large"), (415, "Wrong content type"),
+            (422, "Not usable audio"), (500, "Internal error (no details)"), (503, "Too many requests queued"),
+            (504, "Timed out"))},
     )
     async def detect(request: Request,
                      spectrogram: bool = Query(False, description="Add `spectrogram_png`: base64 PNG of the "
