@@ -100,6 +100,18 @@ def _upload_and_wait(driver, path: Path, previous: str) -> str:
     return WebDriverWait(driver, 30, poll_frequency=0.1).until(verdict_changed)
 
 
+def _check_docs_page(driver, url: str) -> None:
+    """The local API docs page renders every operation from /openapi.json."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url + "/docs")
+    WebDriverWait(driver, 10).until(lambda d: len(d.find_elements(By.TAG_NAME, "h3")) >= 3)
+    titles = [h.text for h in driver.find_elements(By.TAG_NAME, "h3")]
+    assert {"POST /v1/detect", "GET /v1/model", "GET /healthz"} <= set(titles), titles
+    assert "413: Upload too large" in driver.find_element(By.ID, "endpoints").text
+
+
 def test_page_uploads_a_file_and_shows_the_verdict(server, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -131,6 +143,9 @@ def test_page_uploads_a_file_and_shows_the_verdict(server, browser, tmp_path):
     assert list(app.state.tmp_dir.iterdir()) == []
 
     ARTIFACTS.mkdir(exist_ok=True)
+    _check_docs_page(browser, url)
+    browser.get(url + "/")
+    _upload_and_wait(browser, partly, previous="")
     browser.execute_script("document.getElementById('result').scrollIntoView()")
     height = browser.execute_script("return document.body.scrollHeight")
     browser.set_window_size(1100, min(max(height + 160, 900), 2400))
