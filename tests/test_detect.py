@@ -162,3 +162,9 @@ def test_released_aasist_detects_through_the_same_path(aasist_dir, tmp_path):
     # 4.04 s windows over 5 s: one at 0, then the last one ending at the file's end.
     assert [w["end_s"] for w in result["windows"]] == [pytest.approx(4.0375, abs=1e-3), pytest.approx(5.0)]
     assert 0.0 <= result["p_fake"] <= 1.0 and np.isfinite(result["score"])
+
+
+def test_decoded_length_is_capped_even_when_the_header_says_less(tmp_path):
+    path = write(tmp_path / "long.wav", speechlike(3.0))
+    with pytest.raises(Exception, match="limit"):
+        detect_path(ToneDetector(), path, DetectConfig(max_duration_s=2.0))

@@ -337,6 +337,9 @@ def detect_path(detector: Detector, path: str | Path, config: DetectConfig = Det
         for start_s, x in _stream_windows(path, sr, win, hop, audio_config):
             peak = max(peak, float(np.max(np.abs(x))) if x.size else 0.0)
             n = max(n, int(round(start_s * sr)) + len(x))
+            # Headers can understate the length (browser WebM says 0 s): enforce the cap on decoded audio too.
+            if n > config.max_duration_s * sr:
+                raise TooLongError(path, f"decodes to more than the {config.max_duration_s:.0f} s limit")
             yield start_s, x
 
     bounds, scores, lengths = _score_windows(detector, checked(), config)

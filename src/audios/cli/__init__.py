@@ -20,6 +20,7 @@ from audios.cli import (  # noqa: F401
     features,
     models,
     prepare,
+    serve,
     split,
     stats,
     synth,
