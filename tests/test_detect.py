@@ -168,3 +168,17 @@ def test_decoded_length_is_capped_even_when_the_header_says_less(tmp_path):
     path = write(tmp_path / "long.wav", speechlike(3.0))
     with pytest.raises(Exception, match="limit"):
         detect_path(ToneDetector(), path, DetectConfig(max_duration_s=2.0))
+
+
+def test_a_trained_deep_run_loads_as_a_detector(tmp_path):
+    from audios.models import get_model
+    from audios.train.trainer import TrainConfig, export_model
+
+    config = TrainConfig(model="rawcnn", clip_samples=8000)
+    model = get_model("rawcnn")()
+    export_model(tmp_path / "run" / "best.pt", model, config, val_eer=0.25, threshold=0.1, epoch=1)
+    detector = load_detector(str(tmp_path / "run"))
+    assert detector.window_s == pytest.approx(0.5) and detector.threshold == pytest.approx(0.1)
+    result = detect_path(detector, write(tmp_path / "a.wav", speechlike(1.2)))
+    assert len(result["windows"]) == 4 and np.isfinite(result["score"])
+    assert detector.info()["n_params"] > 0

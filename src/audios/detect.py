@@ -157,6 +157,43 @@ class AasistDetectorAdapter:
                         "uncalibrated on other data.", "path": str(self.path)}
 
 
+class TrainedDetectorAdapter:
+    """A deep model exported by ``audios train`` (``best.pt``): scores are logit differences (bona fide - spoof),
+    thresholded at the validation EER threshold the trainer stored; not calibrated."""
+
+    kind = "trained"
+
+    def __init__(self, path: str | Path) -> None:
+        import torch
+
+        from audios.train.trainer import load_trained_model
+
+        self.path = Path(path)
+        self._torch = torch
+        self._trained = load_trained_model(self.path)
+        self.name = f"trained-{self._trained.name}"
+        self.sample_rate = self._trained.sample_rate
+        self.window_s = self._trained.clip_samples / self.sample_rate
+        self.hop_s = self.window_s / 2
+        self.threshold = self._trained.threshold
+
+    def score_signals(self, signals: list[np.ndarray]) -> np.ndarray:
+        from audios.train.trainer import eval_windows, logits_of, scores_of
+
+        n = self._trained.clip_samples
+        x = np.concatenate([eval_windows(np.asarray(s, dtype=np.float32), n, 1) for s in signals])
+        with self._torch.inference_mode():
+            return scores_of(logits_of(self._trained.model(self._torch.from_numpy(x)))).double().numpy()
+
+    def info(self) -> dict[str, Any]:
+        n_params = sum(p.numel() for p in self._trained.model.parameters())
+        return {"name": self.name, "kind": self.kind, "version": _version(), "threshold": self.threshold,
+                "window_s": self.window_s, "hop_s": self.hop_s, "sample_rate": self.sample_rate,
+                "calibrated": False, "size_bytes": _size_bytes(self.path), "n_params": int(n_params),
+                "card": _card_summary(self.path.parent) or f"{self._trained.name} trained by audios train "
+                        f"(val EER {self._trained.val_eer:.3f})", "path": str(self.path)}
+
+
 def _version() -> str:
     from audios import __version__
 
@@ -168,7 +205,8 @@ def load_detector(spec: str | None = None) -> Detector:
 
     - ``None`` or ``"default"``: the bundled default detector shipped in the package;
     - ``aasist=PATH`` / ``aasist-l=PATH``: a released AASIST checkpoint;
-    - a run folder of ``audios train-classic`` or its ``model.joblib``.
+    - a run folder of ``audios train-classic`` or its ``model.joblib``;
+    - a run folder of ``audios train`` or its ``best.pt``.
     """
     if spec in (None, "", "default"):
         if not (BUNDLED_DIR / "model.joblib").exists():
@@ -182,6 +220,10 @@ def load_detector(spec: str | None = None) -> Detector:
     path = Path(spec)
     if path.is_dir() and (path / "model.joblib").exists() or path.suffix == ".joblib":
         return ClassicDetectorAdapter(path)
+    if path.is_dir() and (path / "best.pt").exists():
+        return TrainedDetectorAdapter(path / "best.pt")
+    if path.suffix == ".pt" and path.is_file():
+        return TrainedDetectorAdapter(path)
     if not path.exists():
         raise ConfigError(f"--model {spec!r}: no such file or folder (give a run folder, model.joblib, "
                           "aasist=PATH or nothing for the bundled detector)")

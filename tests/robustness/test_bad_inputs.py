@@ -220,8 +220,6 @@ def test_prepare_finishes_the_batch_and_lists_each_bad_file(bad_dir: Path, tmp_p
     assert len(skipped_csv) == len(report.skipped)
 
 
-@pytest.mark.xfail(strict=True, reason="bug in audios.prepare: no minimum-duration check, so a 1-sample recording "
-                   "becomes a 1-sample output file that every later stage refuses as too short")
 def test_prepare_refuses_a_one_sample_file(bad_dir: Path, tmp_path: Path) -> None:
     table = pd.DataFrame({"id": ["one"], "path": ["one-sample.wav"], "label": ["spoof"], "root": [str(bad_dir)]})
     report = prepare(table, tmp_path / "out", PrepareConfig())

@@ -19,6 +19,7 @@ from audios.cli import (  # noqa: F401
     evaluate,
     features,
     models,
+    pipeline,
     prepare,
     serve,
     split,

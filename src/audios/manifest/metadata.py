@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from audios.audio import amplitude_to_dbfs, audio_info, iter_native_blocks, to_mono
-from audios.errors import EmptyAudioError, NonFiniteError, SilentAudioError
+from audios.errors import EmptyAudioError, NonFiniteError, SilentAudioError, TooShortError
 
 METADATA_COLUMNS = (
     "duration_s", "sample_rate", "channels", "format", "peak", "rms_dbfs", "clipped_fraction",
@@ -27,6 +27,8 @@ class MetadataConfig:
     # |x| >= 0.999 counts as clipped (full scale after float conversion of 16-bit PCM is 32767/32768).
     clip_level: float = 0.999
     silence_peak_dbfs: float = -80.0
+    # Shorter recordings cannot be judged by any stage (the audio loader refuses them too).
+    min_duration_s: float = 0.05
 
 
 def measure_recording(path: str | Path, config: MetadataConfig = MetadataConfig()) -> dict:
@@ -74,6 +76,8 @@ def measure_recording(path: str | Path, config: MetadataConfig = MetadataConfig(
     if peak < 10 ** (config.silence_peak_dbfs / 20):
         raise SilentAudioError(path, f"all samples are silent (peak {amplitude_to_dbfs(peak):.1f} dBFS)")
     duration_s = n_frames / rate
+    if duration_s < config.min_duration_s:
+        raise TooShortError(path, f"{duration_s * 1000:.1f} ms is shorter than the {config.min_duration_s * 1000:.0f} ms minimum")
     energies = np.concatenate(frame_energies)
     loud = np.flatnonzero(energies > 10 ** (config.silence_threshold_dbfs / 10))
     if loud.size:
