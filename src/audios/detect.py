@@ -42,8 +42,15 @@ class DetectConfig:
     aggregate: str = "mean"
     max_duration_s: float = 3 * 3600.0
     batch_windows: int = 16
+    # A ``audios.localize.SegmentConfig`` adds ``segments`` and ``segment_regions`` to each result; None: not.
+    segments: Any = None
 
     def __post_init__(self) -> None:
+        if self.segments is not None:
+            from audios.localize import SegmentConfig
+
+            if not isinstance(self.segments, SegmentConfig):
+                raise ConfigError(f"segments must be a SegmentConfig or None, got {type(self.segments).__name__}")
         if self.aggregate not in AGGREGATES:
             raise ConfigError(f"aggregate={self.aggregate!r} must be one of {AGGREGATES}")
         if self.window_s is not None and self.window_s <= 0:
@@ -206,7 +213,8 @@ def load_detector(spec: str | None = None) -> Detector:
     - ``None`` or ``"default"``: the bundled default detector shipped in the package;
     - ``aasist=PATH`` / ``aasist-l=PATH``: a released AASIST checkpoint;
     - a run folder of ``audios train-classic`` or its ``model.joblib``;
-    - a run folder of ``audios train`` or its ``best.pt``.
+    - a run folder of ``audios train`` or its ``best.pt``;
+    - a fusion folder of ``audios fuse`` (``fusion.json``).
     """
     if spec in (None, "", "default"):
         if not (BUNDLED_DIR / "model.joblib").exists():
@@ -218,6 +226,10 @@ def load_detector(spec: str | None = None) -> Detector:
             return AasistDetectorAdapter(path, variant=kind)
         raise ConfigError(f"unknown model kind {kind!r} in {spec!r}; known: aasist=PATH, aasist-l=PATH")
     path = Path(spec)
+    if path.is_dir() and (path / "fusion.json").exists():
+        from audios.fusion import FusedDetector
+
+        return FusedDetector(path)
     if path.is_dir() and (path / "model.joblib").exists() or path.suffix == ".joblib":
         return ClassicDetectorAdapter(path)
     if path.is_dir() and (path / "best.pt").exists():
@@ -334,7 +346,12 @@ def detect_signal(detector: Detector, x: np.ndarray, sample_rate: int, name: str
     sr = detector.sample_rate
     chunks = ((s / sr, x[s:e]) for s, e in _windows(len(x), win, hop))
     bounds, scores, lengths = _score_windows(detector, chunks, config)
-    return _result(name, detector, bounds, scores, lengths, len(x) / sr, t0, config)
+    result = _result(name, detector, bounds, scores, lengths, len(x) / sr, t0, config)
+    if config.segments is not None:
+        from audios.localize import score_segments_signal
+
+        result.update(score_segments_signal(detector, x, config.segments, name).as_result())
+    return result
 
 
 def _stream_windows(path: Path, sr: int, win: int, hop: int, audio_config: AudioConfig
@@ -391,7 +408,13 @@ def detect_path(detector: Detector, path: str | Path, config: DetectConfig = Det
         raise TooShortError(path, f"{n / sr * 1000:.1f} ms is too short to judge (minimum 50 ms)")
     if peak < 1e-4:
         raise SilentAudioError(path, "all samples are silent")
-    return _result(str(path), detector, bounds, scores, lengths, n / sr, t0, config)
+    result = _result(str(path), detector, bounds, scores, lengths, n / sr, t0, config)
+    if config.segments is not None:
+        from audios.localize import score_segments_path
+
+        # A second streamed pass: segments use their own (shorter) windows.
+        result.update(score_segments_path(detector, path, config.segments, config.max_duration_s).as_result())
+    return result
 
 
 def expand_paths(inputs: list[str]) -> list[Path]:
