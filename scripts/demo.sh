@@ -1,51 +1,69 @@
 #!/usr/bin/env bash
-# The main job, end to end: manifest -> stats -> prepare -> split -> features -> visualize -> train -> evaluate -> card.
+# The main job, end to end, as one pipeline (configs/pipelines/dev-demo.yaml):
+# manifest -> stats -> prepare -> split -> features -> train-classic -> evaluate -> model card -> detect,
+# then a 2-D view of the features and verdicts on a few files.
 # Usage: scripts/demo.sh [DATA_DIR] [OUT_DIR]. DATA_DIR defaults to ../shared/corpus/dev, then to the
 # embedded synthetic toy corpus.
 set -euo pipefail
 DATA="${1:-}"
 OUT="${2:-runs/demo}"
-SHARED_DEV="$(cd "$(dirname "$0")/.." && pwd)/../shared/corpus/dev"
+HERE="$(cd "$(dirname "$0")/.." && pwd)"
+SHARED_DEV="$HERE/../shared/corpus/dev"
 mkdir -p "$OUT"
 
 if [ -n "$DATA" ]; then
   [ -d "$DATA" ] || { echo "error: DATA=$DATA is not a folder" >&2; exit 2; }
   CORPUS="$DATA"; USED="your folder $DATA"
 elif [ -f "$SHARED_DEV/manifest.csv" ]; then
-  CORPUS="$SHARED_DEV"; USED="the shared dev corpus (real bona fide speech and real vocoder/TTS output, $SHARED_DEV)"
+  CORPUS="$(cd "$SHARED_DEV" && pwd)"
+  USED="the shared dev corpus: real bona fide speech and real vocoder/TTS output ($CORPUS)"
 else
   CORPUS="$OUT/toy-corpus"
   USED="the EMBEDDED SYNTHETIC TOY CORPUS (not speech!) because ../shared/corpus/dev is absent and no DATA= folder was given"
-  audios toy-corpus "$CORPUS"
+  [ -f "$CORPUS/manifest.csv" ] || audios toy-corpus "$CORPUS"
 fi
 echo "== demo data: $USED"
 
-echo "== 1/8 manifest"
-audios manifest "$CORPUS" -o "$OUT/manifest.csv" --workers 2 --no-progress
-echo "== 2/8 stats (shortcut check)"
-audios stats "$OUT/manifest.csv" --out "$OUT/stats"
-echo "== 3/8 prepare: 16 kHz FLAC, loudness-normalised to -23 dBFS RMS, edge silence trimmed"
-audios prepare "$OUT/manifest.csv" "$OUT/prepared" --workers 2 --normalize rms --trim --no-progress
-echo "== 4/8 split: by utterance, content hash and parent recording, speakers kept apart"
-audios split "$OUT/prepared/manifest.csv" -o "$OUT/split/manifest.csv" --group-by speaker --seed 0
-echo "== 5/8 features: spectral statistics"
-audios features "$OUT/split/manifest.csv" -e spectral -o "$OUT/features/spectral.parquet" --workers 2 \
-  --cache "$OUT/cache" --no-progress
-echo "== 6/8 visualize"
-audios visualize "$OUT/features/spectral.parquet" --method pca --color-by label --color-by generator \
-  -o "$OUT/views"
-echo "== 7/8 train-classic: logistic regression, chosen by grouped CV, calibrated on val, evaluated on test"
-audios train-classic "$OUT/features/spectral.parquet" --model logreg --out "$OUT/logreg" --seed 0
-echo "== 8/8 model card"
-audios model-card "$OUT/logreg"
+echo "== pipeline (stages whose inputs and settings are unchanged are skipped on a rerun)"
+audios run "$HERE/configs/pipelines/dev-demo.yaml" --corpus "$CORPUS" -o "$OUT" --no-progress
+
+echo "== 2-D view of the features"
+audios visualize "$OUT/features/spectral.parquet" --method pca --color-by label --color-by generator -o "$OUT/views"
+
+echo "== verdicts of the trained detector on a few test files"
+TEST_FILES=$(python - "$OUT/split/manifest.csv" <<'PY'
+import sys, pandas as pd
+t = pd.read_csv(sys.argv[1], keep_default_na=False)
+t = t[t["split"] == "test"]
+picked = pd.concat([t[t["label"] == "bonafide"].head(3), t[t["label"] == "spoof"].head(3)])
+print("\n".join(f"{r}/{p}" for r, p in zip(picked["root"], picked["path"])))
+PY
+)
+# shellcheck disable=SC2086
+audios detect $TEST_FILES --model "$OUT/train-classic" --no-progress
+
+echo "== headline (test split, 95 % bootstrap intervals)"
+python - "$OUT/evaluate/metrics.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+ci = m.get("ci95", {})
+def row(name, key, pct):
+    lo, hi = ci.get(key, [float("nan")] * 2)
+    f = (lambda v: f"{100 * v:6.2f} %") if pct else (lambda v: f"{v:8.4f}")
+    print(f"  {name:<8} {f(m[key])}   [{f(lo)}, {f(hi)}]")
+print(f"  {m['n_bonafide']} bona fide and {m['n_spoof']} spoof test recordings")
+row("EER", "eer", True)
+row("minDCF", "min_dcf", False)
+row("ROC-AUC", "roc_auc", False)
+PY
 
 cat <<MSG
 
 Done. Data used: $USED
-  manifest:        $OUT/manifest.csv
-  stats and plots: $OUT/stats/
-  prepared audio:  $OUT/prepared/ (manifest: $OUT/prepared/manifest.csv)
-  split manifest:  $OUT/split/manifest.csv (leak check beside it)
-  features:        $OUT/features/spectral.parquet, views in $OUT/views/
-  detector run:    $OUT/logreg/ (report, scores, metrics.json, MODEL_CARD.md)
+  run folder:      $OUT  (resolved pipeline, versions and git commit in run.json)
+  stats and plots: $OUT/stats/overview.png
+  split + leaks:   $OUT/split/manifest.csv, $OUT/split/leakcheck.json
+  features:        $OUT/features/spectral.parquet, view in $OUT/views/
+  detector:        $OUT/train-classic/ (model.joblib, MODEL_CARD.md)
+  report:          $OUT/evaluate/report.html
 MSG

@@ -51,8 +51,8 @@ def manifest(
 @friendly_errors
 def toy_corpus(
     out: Path = typer.Argument(Path("out/toy-corpus"), help="Folder to write the toy corpus into."),
-    n_speakers: int = typer.Option(6, help="Number of synthetic 'speakers'."),
-    utterances: int = typer.Option(5, help="Utterances per speaker (each gets a bona fide and a spoof version)."),
+    n_speakers: int = typer.Option(10, help="Number of synthetic 'speakers'."),
+    utterances: int = typer.Option(4, help="Utterances per speaker (each gets a bona fide and a spoof version)."),
     seed: int = typer.Option(0, help="Random seed."),
 ) -> None:
     """Generate the embedded default corpus: synthetic, NOT speech. For trying the pipeline without data.

@@ -109,14 +109,18 @@ def _print_table(results: list[dict], detector) -> None:
     for col in ("file", "verdict", "p_fake", "score", "duration", "time", "flagged"):
         table.add_column(col, justify="left" if col in ("file", "verdict", "flagged") else "right",
                          overflow="fold", no_wrap=col not in ("file", "flagged"))
+    def short(path: str) -> str:
+        parts = Path(path).parts
+        return path if len(path) <= 40 or len(parts) <= 2 else "…/" + "/".join(parts[-2:])
+
     for r in results:
         if "error" in r:
-            table.add_row(r["path"], "[yellow]unreadable[/yellow]", "", "", "", "", r["error"])
+            table.add_row(short(r["path"]), "[yellow]unreadable[/yellow]", "", "", "", "", r["error"])
             continue
         colour = "red" if r["decision"] == "fake" else "green"
         flagged = ", ".join(f"{g['start_s']:.1f}-{g['end_s']:.1f}s" for g in r["flagged_regions"][:4])
         if len(r["windows"]) == 1:
             flagged = ""
-        table.add_row(r["path"], f"[{colour}]{r['decision']}[/{colour}]", f"{r['p_fake']:.3f}", f"{r['score']:+.2f}",
+        table.add_row(short(r["path"]), f"[{colour}]{r['decision']}[/{colour}]", f"{r['p_fake']:.3f}", f"{r['score']:+.2f}",
                       f"{r['duration_s']:.1f}s", f"{r['latency_ms']:.0f}ms", flagged)
     console.print(table)
