@@ -33,6 +33,7 @@ def plot_detection(x: np.ndarray, sample_rate: int, result: dict[str, Any], out_
         ax2.hlines(w["p_fake"], w["start_s"], w["end_s"], color="#555", linewidth=1, alpha=0.5)
     ax2.plot(centres, probs, "o-", color="#D55E00", markersize=3)
     ax2.set_ylim(-0.02, 1.02)
+    ax2.set_xlim(0, max(result["duration_s"], t[-1] if len(t) else 0))  # no empty margins around the spectrogram
     ax2.set_ylabel("p(fake)")
     ax2.set_xlabel("time (s)")
     ax2.grid(alpha=0.3)
