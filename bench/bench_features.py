@@ -77,10 +77,19 @@ def child(spec: dict) -> dict:
                                       workers=spec.get("workers", 1))
             assert report.n_computed == len(manifest), report.summary()
     wall = time.perf_counter() - started
-    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # VmHWM, not getrusage: ru_maxrss carries over the parent's high-water mark through fork + exec.
+    self_kb = peak_rss_kb()
+    children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest worker process
     return {"wall_s": wall, "audio_s": audio_s, "files": len(manifest),
             "peak_rss_mb": self_kb / 1024, "peak_worker_rss_mb": children_kb / 1024}
+
+
+def peak_rss_kb() -> int:
+    """This process's peak resident set size (VmHWM in /proc/self/status), in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def naive_ssl(manifest, model_name: str, quantize: str) -> None:
@@ -232,7 +241,8 @@ def main() -> int:
     lines.append("| configuration | files | audio (s) | cores | wall (s) | x real time per core | peak RSS (MB) |")
     lines.append("|---|---:|---:|---:|---:|---:|---:|")
     for label, r in rows:
-        rss = r["peak_rss_mb"] + (r["peak_worker_rss_mb"] if r["cores"] > 1 else 0.0)
+        # With worker processes: the parent's peak plus the largest worker's, times the number of workers.
+        rss = r["peak_rss_mb"] + (r["cores"] * r["peak_worker_rss_mb"] if r["cores"] > 1 else 0.0)
         lines.append(f"| {label} | {r['files']} | {r['audio_s']:.0f} | {r['cores']} | {r['wall_s']:.1f} | "
                      f"{r['xrt_per_core']:.1f} | {rss:.0f} |")
     by = dict(rows)
