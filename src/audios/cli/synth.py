@@ -35,12 +35,20 @@ def synth_command(
     progress: bool = typer.Option(True, help="Show a progress bar (on terminals)."),
     config: Path = typer.Option(None, help="YAML with SynthConfig fields and per-method sections (world: {...})."),
     set_: list[str] = typer.Option([], "--set", help="Override a field, e.g. --set world.f0_method=harvest."),
+    splice: bool = typer.Option(False, "--splice", help="Also build partly spoofed recordings: a stretch of each "
+                                "spoof spliced into its bona fide parent (OUT/spliced/, OUT/spliced.csv with the "
+                                "true spoof_regions)."),
+    splice_min_s: float = typer.Option(0.8, help="--splice: shortest spliced stretch in seconds."),
+    splice_max_s: float = typer.Option(1.6, help="--splice: longest spliced stretch in seconds."),
 ) -> None:
     """Make spoofs from bona fide speech by copy-synthesis, one per recording and method.
 
     Writes OUT/<generator>/... audio at each source's rate and loudness, OUT/manifest.csv (spoofs, each
     with parent_id) and OUT/paired.csv (parents + spoofs, ready for `audios split`). Resumable: rerun
     the same command after an interruption and finished files are skipped.
+
+    With --splice, each spoof also yields a partly spoofed recording (a stretch of the spoof inside its
+    parent, crossfaded; the true boundaries go into OUT/spliced.csv) for `audios localize-eval`.
 
     Example: audios synth runs/dev/manifest.csv --method world,griffinlim -o runs/synth --limit 20 --workers 2
     """
@@ -70,6 +78,11 @@ def synth_command(
     report = synthesize_manifest(read_manifest(manifest, root=root), out_dir, run_cfg, settings, workers=workers,
                                  limit=limit, progress=progress)
     console.print(report.summary())
+    if splice:
+        from audios.synth.splice import SpliceConfig, splice_pairs
+
+        splice_config = SpliceConfig(min_s=splice_min_s, max_s=splice_max_s, seed=run_cfg.seed)
+        console.print(splice_pairs(read_manifest(report.paired_path), out_dir, splice_config).summary())
 
 
 def _yaml(path: Path | None) -> dict:
