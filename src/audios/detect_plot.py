@@ -31,7 +31,16 @@ def plot_detection(x: np.ndarray, sample_rate: int, result: dict[str, Any], out_
     probs = [w["p_fake"] for w in result["windows"]]
     for w in result["windows"]:
         ax2.hlines(w["p_fake"], w["start_s"], w["end_s"], color="#555", linewidth=1, alpha=0.5)
-    ax2.plot(centres, probs, "o-", color="#D55E00", markersize=3)
+    ax2.plot(centres, probs, "o-", color="#D55E00", markersize=3, label="window")
+    if result.get("segments"):
+        # Segment-level p_fake (detect --segments) and the ranges it flags, hatched on the spectrogram.
+        seg_centres = [(s["start_s"] + s["end_s"]) / 2 for s in result["segments"]]
+        ax2.plot(seg_centres, [s["p_fake"] for s in result["segments"]], "-", color="#0072B2", linewidth=1.2,
+                 label="segment")
+        for region in result.get("segment_regions", []):
+            ax1.axvspan(region["start_s"], region["end_s"], facecolor="none", edgecolor="#56B4E9", hatch="//",
+                        linewidth=1.0)
+        ax2.legend(loc="upper right", fontsize=8)
     ax2.set_ylim(-0.02, 1.02)
     ax2.set_xlim(0, max(result["duration_s"], t[-1] if len(t) else 0))  # no empty margins around the spectrogram
     ax2.set_ylabel("p(fake)")

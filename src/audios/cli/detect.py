@@ -28,6 +28,11 @@ def detect(
     fail_on_fake: bool = typer.Option(False, help="Exit 1 when any file is judged fake (for scripts and CI gates)."),
     profile: bool = typer.Option(False, help="Report model size, parameters, load time, latency and peak RAM."),
     progress: bool = typer.Option(True, help="Progress bar for many files (on terminals)."),
+    segments: bool = typer.Option(False, "--segments", help="Add segment-level p_fake (`segments`) and the "
+                                  "flagged ranges they give (`segment_regions`), for partly spoofed audio."),
+    segment_s: float = typer.Option(0.16, help="--segments: segment length in seconds."),
+    segment_hop_s: float = typer.Option(0.08, help="--segments: hop between segments in seconds."),
+    smooth: int = typer.Option(5, help="--segments: running-median length in segments (1 = none)."),
 ) -> None:
     """Judge whether each recording is human (real) or machine-generated (fake).
 
@@ -44,13 +49,19 @@ def detect(
       audios detect recordings/ --json > verdicts.json
       audios detect call.mp3 --plot plots/ --window-s 4 --hop-s 1
       audios detect clip.flac --model aasist=../shared/models/aasist/AASIST.pth
+      audios detect call.wav --segments --plot plots/   (segment-level scores for partly spoofed audio)
     """
     from audios.audio import AudioConfig, load_audio
     from audios.detect import DetectConfig, detect_path, expand_paths, load_detector
     from audios.errors import AudioError
     from audios.parallel import progress_bar
 
-    config = DetectConfig(window_s=window_s, hop_s=hop_s, aggregate=aggregate)
+    segment_config = None
+    if segments:
+        from audios.localize import SegmentConfig
+
+        segment_config = SegmentConfig(segment_s=segment_s, hop_s=segment_hop_s, smooth=smooth)
+    config = DetectConfig(window_s=window_s, hop_s=hop_s, aggregate=aggregate, segments=segment_config)
     t_load = time.perf_counter()
     detector = load_detector(model)
     load_s = time.perf_counter() - t_load
