@@ -146,3 +146,40 @@ def test_splice_refuses_too_short_parents(tmp_path):
             {"id": "s", "path": "s.wav", "label": "spoof", "parent_id": "p", "root": str(tmp_path)}]
     report = splice_pairs(pd.DataFrame(rows), tmp_path / "out", SpliceConfig())
     assert report.n_spliced == 0 and "too short" in report.skipped[0][1]
+
+
+def test_service_adds_segments_and_explanation_on_request():
+    import base64
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from audios.serve import create_app
+
+    x = np.concatenate([speechlike(2.0), marked_spoof(1.0), speechlike(1.5, seed=4)])
+    buf = io.BytesIO()
+    sf.write(buf, x, SR, format="WAV")
+    class Versioned(ToneDetector):
+        def info(self):
+            return {"name": self.name, "version": "0-test", "threshold": self.threshold}
+
+    with TestClient(create_app(Versioned())) as client:
+        plain = client.post("/v1/detect", files={"file": ("a.wav", buf.getvalue(), "audio/wav")}).json()
+        assert "segments" not in plain and "explanation_png" not in plain
+        body = client.post("/v1/detect?segments=1&explain=1",
+                           files={"file": ("a.wav", buf.getvalue(), "audio/wav")}).json()
+    (region,) = body["segment_regions"]
+    assert region["start_s"] == pytest.approx(2.0, abs=0.1) and region["end_s"] == pytest.approx(3.0, abs=0.1)
+    assert base64.b64decode(body["explanation_png"]).startswith(b"\x89PNG")
+
+
+def test_segments_a_detector_cannot_judge_take_their_neighbours_score():
+    class RatioDetector(ToneDetector):
+        def score_signals(self, signals):
+            return np.array([np.nan if np.abs(x).max() < 1e-3 else s
+                             for x, s in zip(signals, super().score_signals(signals), strict=True)])
+
+    x = np.concatenate([speechlike(1.0), np.zeros(SR // 2, dtype=np.float32), marked_spoof(1.0)])
+    seg = score_segments_signal(RatioDetector(), x, SegmentConfig(smooth=1))
+    assert np.isfinite(seg.scores).all()
+    assert seg.scores[0] > 0 and seg.scores[-1] < 0

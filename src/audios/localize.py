@@ -149,13 +149,25 @@ def smooth_scores(scores: Any, size: int, how: str = "median") -> np.ndarray:
     raise ConfigError(f"smoothing {how!r} must be one of {SMOOTHINGS}")
 
 
+def _fill_non_finite(raw: np.ndarray) -> np.ndarray:
+    """Segments a detector cannot judge (a non-finite score, e.g. a silent pause for a ratio feature) take the
+    score of the nearest judged segment."""
+    finite = np.isfinite(raw)
+    if finite.all():
+        return raw
+    good = np.flatnonzero(finite)
+    pos = np.arange(raw.size)
+    nearest = good[np.abs(pos[:, None] - good[None, :]).argmin(axis=1)]
+    return raw[nearest]
+
+
 def _assign(win_starts: np.ndarray, win_ends: np.ndarray, win_scores: np.ndarray, duration_s: float,
             detector: Any, config: SegmentConfig) -> SegmentScores:
     starts, ends = segment_grid(duration_s, config)
     centres = (starts + ends) / 2
     win_centres = (win_starts + win_ends) / 2
     nearest = np.abs(centres[:, None] - win_centres[None, :]).argmin(axis=1)
-    raw = win_scores[nearest]
+    raw = _fill_non_finite(win_scores[nearest])
     threshold = config.threshold if config.threshold is not None else float(detector.threshold)
     return SegmentScores(starts_s=starts, ends_s=ends, raw=raw,
                          scores=smooth_scores(raw, config.smooth, config.smoothing), duration_s=duration_s,
@@ -169,8 +181,8 @@ def _scored(detector: Any, chunks: Iterator[tuple[float, np.ndarray]], name: str
     bounds, scores, _ = _score_windows(detector, chunks, DetectConfig())
     if scores.size == 0:
         raise AudioError(name, "no audio to score")
-    if not np.isfinite(scores).all():
-        raise AudioError(name, "the detector produced a non-finite segment score")
+    if not np.isfinite(scores).any():
+        raise AudioError(name, "the detector produced no finite segment score")
     # Window times as detect reports them (rounded to the millisecond).
     return (np.array([b["start_s"] for b in bounds]), np.array([b["end_s"] for b in bounds]), scores)
 

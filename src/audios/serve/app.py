@@ -124,6 +124,12 @@ class Detection(BaseModel):
     model: str
     spectrogram_png: str | None = Field(None, description="Base64 PNG, only with ?spectrogram=1; null when the "
                                         "recording is longer than the spectrogram limit.")
+    segments: list[Window] | None = Field(None, description="Segment-level p_fake (160 ms every 80 ms, smoothed), "
+                                          "only with ?segments=1.")
+    segment_regions: list[Region] | None = Field(None, description="Time ranges the segments flag, only with "
+                                                 "?segments=1.")
+    explanation_png: str | None = Field(None, description="Base64 PNG of the saliency map (evidence for fake over "
+                                        "the spectrogram), only with ?explain=1.")
 
 
 class Limits(BaseModel):
@@ -345,14 +351,40 @@ def _spectrogram_png(x, sample_rate: int, result: dict[str, Any], folder: Path) 
         _discard(png)
 
 
+def _explanation_png(detector: Detector, x, title: str, folder: Path) -> str:
+    """The saliency map of ``audios explain`` as base64 PNG."""
+    from audios.explain import explain_signal, plot_explanation
+
+    explanation = explain_signal(detector, x)
+    fd, name = tempfile.mkstemp(prefix="explain-", suffix=".png", dir=folder)
+    os.close(fd)
+    png = Path(name)
+    try:
+        n = int(round(6.0 * detector.sample_rate))  # ExplainConfig's default max_duration_s
+        plot_explanation(x[:n], detector.sample_rate, explanation, title, png)
+        return base64.b64encode(png.read_bytes()).decode("ascii")
+    finally:
+        _discard(png)
+
+
 def _score_upload(detector: Detector, config: ServeConfig, path: Path, name: str, with_spectrogram: bool,
-                  folder: Path) -> dict[str, Any]:
+                  folder: Path, with_segments: bool = False, with_explanation: bool = False) -> dict[str, Any]:
     """Decode, check and score one uploaded file (runs in a worker thread). Deletes ``path`` when done."""
     try:
         # load_audio caps the decoded length too, so a header that lies about the duration changes nothing.
         audio_config = AudioConfig(sample_rate=detector.sample_rate, max_duration_s=config.max_duration_s)
         x = load_audio(path, audio_config)
-        result = detect_signal(detector, x, detector.sample_rate, name, config.detect_config())
+        detect_config = config.detect_config()
+        if with_segments:
+            from dataclasses import replace
+
+            from audios.localize import SegmentConfig
+
+            detect_config = replace(detect_config, segments=SegmentConfig())
+        result = detect_signal(detector, x, detector.sample_rate, name, detect_config)
+        if with_explanation:
+            title = f"{name}: {result['decision'].upper()}  p_fake={result['p_fake']:.3f}"
+            result["explanation_png"] = _explanation_png(detector, x, title, folder)
         if with_spectrogram:
             if result["duration_s"] <= config.max_spectrogram_s:
                 result["spectrogram_png"] = _spectrogram_png(x, detector.sample_rate, result, folder)
@@ -466,7 +498,11 @@ def create_app(detector: Detector, config: ServeConfig = ServeConfig()) -> FastA
     )
     async def detect(request: Request,
                      spectrogram: bool = Query(False, description="Add `spectrogram_png`: base64 PNG of the "
-                                               "spectrogram with the per-window p_fake drawn over it.")
+                                               "spectrogram with the per-window p_fake drawn over it."),
+                     segments: bool = Query(False, description="Add `segments` and `segment_regions`: "
+                                            "segment-level p_fake for partly spoofed recordings."),
+                     explain: bool = Query(False, description="Add `explanation_png`: base64 PNG of a saliency "
+                                           "map over the spectrogram (slower: the model rescoring occluded copies).")
                      ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + config.request_timeout_s
@@ -511,7 +547,7 @@ def create_app(detector: Detector, config: ServeConfig = ServeConfig()) -> FastA
             os.replace(sink.path, final)
             path = final
             name = _display_name(filename)
-            fut = pool.submit(_score_upload, detector, config, final, name, spectrogram, tmp_dir)
+            fut = pool.submit(_score_upload, detector, config, final, name, spectrogram, tmp_dir, segments, explain)
             if fut is None:
                 raise ServiceError(503, "the service is busy; try again in a moment")
             path = None  # the job owns the file now

@@ -43,6 +43,15 @@
       " ms round trip";
     $("flagged").textContent = r.flagged_regions.length === 0 ? "none" :
       r.flagged_regions.map((g) => g.start_s.toFixed(1) + "–" + g.end_s.toFixed(1) + " s").join(", ");
+    const segs = r.segment_regions || [];
+    $("segment-flagged").textContent = !r.segments ? "not computed" : segs.length === 0 ? "none" :
+      segs.map((g) => g.start_s.toFixed(2) + "–" + g.end_s.toFixed(2) + " s").join(", ");
+    const explanation = $("explanation");
+    if (r.explanation_png) {
+      explanation.src = "data:image/png;base64," + r.explanation_png;
+    } else {
+      explanation.removeAttribute("src");
+    }
     $("p-bar").style.left = "calc(" + (100 * r.p_fake).toFixed(2) + "% - 2px)";
     // The threshold is on the LLR scale; p_fake = 1 - sigmoid(score), so it sits at 1 - sigmoid(threshold).
     const pThreshold = 1 - 1 / (1 + Math.exp(-r.threshold));
@@ -69,7 +78,9 @@
     form.append("file", blob, filename);
     const t0 = performance.now();
     try {
-      const response = await fetch("/v1/detect?spectrogram=1", { method: "POST", body: form });
+      const explain = $("explain") && $("explain").checked;
+      const url = "/v1/detect?spectrogram=1&segments=1" + (explain ? "&explain=1" : "");
+      const response = await fetch(url, { method: "POST", body: form });
       let body = null;
       try { body = await response.json(); } catch (e) { body = null; }
       if (!response.ok) {
