@@ -18,7 +18,7 @@ from audios.cli.app import app
 from audios.errors import ConfigError
 from audios.evaluate import equal_error_rate, min_dcf
 from audios.models.aasist import CheckpointError
-from audios.train import TrainConfig, export_model, load_trained_model, train
+from audios.train import TrainConfig, load_trained_model, train
 from audios.train.ablate import AblateConfig, run_ablation
 from audios.train.compare import audio_set, compare_checkpoints, find_checkpoints, load_checkpoint_model
 from audios.train.export import (

@@ -187,3 +187,14 @@ def test_one_epoch_of_ce_plus_supcon_lowers_the_loss(encoders, toy_manifest: Pat
     assert result.finished
     best = load_trained_model(tmp_path / "run" / "best.pt")  # rebuilt from the folder, weights restored
     assert best.name == "ssl-head" and np.isfinite(best.score(speechlike(0.3)))
+
+
+def test_onnx_export_and_pruning_of_the_ssl_head(encoders, tmp_path: Path) -> None:
+    from audios.train.export import OnnxModel, export_onnx, onnx_max_abs_diff, prune_magnitude
+
+    model = build(encoders["pre"]).eval()
+    path = export_onnx(model, tmp_path / "sslhead.onnx", CLIP)
+    assert onnx_max_abs_diff(model, OnnxModel(path), CLIP, batch=3) < 1e-4
+    # The weight-normed positional convolution computes its weight, so it is neither pruned nor counted.
+    _, sparsity = prune_magnitude(model, 0.3)
+    assert sparsity == pytest.approx(0.3, abs=1e-3)

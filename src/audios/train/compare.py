@@ -29,7 +29,7 @@ import pandas as pd
 
 from audios.audio import AudioConfig, load_audio
 from audios.config import build_config
-from audios.errors import AudioError, AudiosError, ConfigError
+from audios.errors import AudioError, ConfigError
 from audios.evaluate.metrics import equal_error_rate, min_dcf
 from audios.models import get_model
 from audios.models.aasist import CheckpointError
@@ -189,7 +189,7 @@ def compare_checkpoints(checkpoints: dict[str, Path], audio: AudioSet, out_dir: 
                 for name, m in models.items():
                     scores[name][i] = m.score(signals[m.sample_rate])
             except (AudioError, ValueError, RuntimeError) as exc:
-                reason = exc.reason if isinstance(exc, AudiosError) and hasattr(exc, "reason") else str(exc)
+                reason = str(getattr(exc, "reason", exc))
                 skipped.append((str(path), reason.splitlines()[0] if reason else type(exc).__name__))
                 for name in models:
                     scores[name][i] = np.nan

@@ -206,8 +206,7 @@ def prune_magnitude(model: nn.Module, amount: float) -> tuple[nn.Module, float]:
     from torch.nn.utils import prune
 
     pruned = copy.deepcopy(model)
-    targets = [(m, "weight") for m in pruned.modules()
-               if isinstance(m, PRUNABLE) and isinstance(getattr(m, "weight", None), nn.Parameter)]
+    targets = [(m, "weight") for m in _prunable_modules(pruned)]
     if not targets:
         raise ConfigError(f"{type(model).__name__}: no Conv/Linear weights to prune")
     prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=amount)
@@ -216,9 +215,15 @@ def prune_magnitude(model: nn.Module, amount: float) -> tuple[nn.Module, float]:
     return pruned, weight_sparsity(pruned)
 
 
+def _prunable_modules(model: nn.Module) -> list[nn.Module]:
+    """Conv/Linear layers whose weight is a plain parameter (a weight-normed convolution computes its weight)."""
+    return [m for m in model.modules()
+            if isinstance(m, PRUNABLE) and isinstance(getattr(m, "weight", None), nn.Parameter)]
+
+
 def weight_sparsity(model: nn.Module) -> float:
     """Fraction of exactly-zero entries among the weights of the prunable (Conv/Linear) layers."""
-    weights = [m.weight for m in model.modules() if isinstance(m, PRUNABLE) and isinstance(m.weight, torch.Tensor)]
+    weights = [m.weight for m in _prunable_modules(model)]
     total = sum(w.numel() for w in weights)
     return sum(int((w == 0).sum()) for w in weights) / total if total else 0.0
 
