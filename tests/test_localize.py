@@ -8,10 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from typer.testing import CliRunner
 
-import audios.cli.beyond  # noqa: F401  (registers localize-eval)
-from audios.cli import app
 from audios.detect import DetectConfig, detect_path
 from audios.errors import ConfigError
 from audios.evaluate.metrics import MetricInputError
