@@ -198,3 +198,18 @@ def test_onnx_export_and_pruning_of_the_ssl_head(encoders, tmp_path: Path) -> No
     # The weight-normed positional convolution computes its weight, so it is neither pruned nor counted.
     _, sparsity = prune_magnitude(model, 0.3)
     assert sparsity == pytest.approx(0.3, abs=1e-3)
+
+
+def test_detached_classifier_keeps_cross_entropy_off_the_encoder(encoders, toy_manifest: Path, tmp_path: Path) -> None:
+    model = build(encoders["post"], freeze="full", detach_classifier=True).train()
+    z, logits = model(torch.randn(4, CLIP) * 0.1)
+    F.cross_entropy(logits, torch.tensor([0, 1, 0, 1])).backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert all(p.grad is not None for p in model.classifier.parameters())
+    supcon_loss(z, torch.tensor([0, 1, 0, 1])).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
+    # loss: supcon needs that detachment; without it the run is refused before training.
+    cfg = TrainConfig(model="ssl-head", model_config={"encoder": encoders["post"]}, clip_samples=CLIP, loss="supcon",
+                      views="crop", epochs=1, cache_audio=True)
+    with pytest.raises(ConfigError, match="detach_classifier"):
+        train(toy_manifest, cfg, tmp_path / "refused")
