@@ -13,6 +13,7 @@ import typer
 from audios.cli.app import app, console
 # Importing each module registers its commands on `app`.
 from audios.cli import (  # noqa: F401
+    beyond,
     classic,
     data,
     detect,
