@@ -3,7 +3,7 @@
 Run:  python bench/experiments/classic_backends.py [--quick]   (prints markdown; JSON to $AUDIOS_EXP_CACHE)
 
 * Audio: every dev clip decoded to mono 16 kHz (``load_audio``), so the native sample rate is gone.
-* Features: ``spectral`` with ``extended=true`` (79 dims), ``resemblyzer`` (256-d speaker embedding),
+* Features: ``spectral`` with ``extended=true`` (68 dims), ``resemblyzer`` (256-d speaker embedding),
   ``lfcc`` frames (for the two-GMM back-end), one vector / matrix per whole clip.
 * Back-ends: logreg, svm, rf, mlp (grid chosen by 5-fold CV grouped by utterance on train, ROC-AUC), gmm (64
   components, fixed).

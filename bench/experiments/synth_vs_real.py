@@ -55,7 +55,7 @@ def main() -> None:
     te = (split == "test").to_numpy()
     train_parents = set(dev.loc[tr & (yd == 1), "id"])
     test_utts = set(dev.loc[te, "utterance"].astype(str))
-    syn_ok = syn["parent_id"].astype(str).isin(train_parents).to_numpy()
+    syn_ok = syn["parent_id"].astype(str).isin(train_parents).to_numpy().copy()
     syn_ok &= ~syn["utterance"].astype(str).isin(test_utts).to_numpy()
     bona_tr = tr & (yd == 1)
     spoof_tr = tr & (yd == 0)
