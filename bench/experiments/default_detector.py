@@ -53,13 +53,13 @@ AUGMENT = AugmentConfig(noise=True, noise_p=0.5, noise_snr_db=(10.0, 30.0), gain
                         telephone_p=0.1)
 
 
-def corpus() -> pd.DataFrame:
+def corpus(methods: tuple[str, ...] = C.SYNTH_METHODS) -> pd.DataFrame:
     """Licence-clear dev rows + synth spoofs of them, one table; ``parent_id`` links a spoof to its recording."""
     dev = C.dev_manifest()
     syn = C.synth_manifest()
     dev["parent_id"] = dev["id"]
     clear = dev[dev["licence_clear"]]
-    syn = syn[syn["parent_id"].isin(set(clear["id"]))]
+    syn = syn[syn["parent_id"].isin(set(clear["id"])) & syn["method"].isin(methods)]
     cols = ["id", "path", "root", "label", "generator", "speaker", "utterance", "parent_id", "licence", "origin",
             "sample_rate"]
     return pd.concat([clear[cols], syn[cols]], ignore_index=True)
@@ -75,7 +75,7 @@ def window_signals(x: np.ndarray, max_windows: int) -> list[np.ndarray]:
 
 
 def window_table(df: pd.DataFrame, extractor: str, cfg: dict | None, copies: int, max_windows: int,
-                 seed: int) -> pd.DataFrame:
+                 seed: int, bona_copies: int | None = None) -> pd.DataFrame:
     """One row per (clip, window, copy): features of the window (copy 0 clean, others augmented)."""
     ext = get_extractor(extractor, cfg)
     cache = C.CACHE / "winfeat" / f"{extractor}-{C._key(sorted((cfg or {}).items()), max_windows, seed, AUGMENT)}"
@@ -83,9 +83,10 @@ def window_table(df: pd.DataFrame, extractor: str, cfg: dict | None, copies: int
     rows, feats = [], []
     sigs = C.decode(df)
     for (_, r), x in zip(df.iterrows(), sigs, strict=True):
-        f = cache / f"{C._key(r['root'], r['path'], copies)}.npy"
+        c = bona_copies if (bona_copies is not None and r["label"] == "bonafide") else copies
+        n_copies = c + 1 if r["split"] in ("train", "val") else 1
+        f = cache / f"{C._key(r['root'], r['path'], c if n_copies > 1 else copies)}.npy"
         wins = window_signals(x, max_windows)
-        n_copies = copies + 1 if r["split"] in ("train", "val") else 1
         if f.exists():
             values = np.load(f)
         else:
@@ -339,6 +340,9 @@ def main() -> None:
     ap.add_argument("--features", default="spectral")
     ap.add_argument("--model", default="logreg")
     ap.add_argument("--copies", type=int, default=1, help="augmented copies per train/val window")
+    ap.add_argument("--bona-copies", type=int, default=None,
+                    help="augmented copies per bona fide train/val window (default: --copies); >copies rebalances")
+    ap.add_argument("--synth-methods", default=",".join(C.SYNTH_METHODS))
     ap.add_argument("--max-windows", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--run-dir", default=str(C.CACHE / "default_detector_run"))
@@ -358,13 +362,13 @@ def main() -> None:
         return
     cfg = C.SPECTRAL_EXT if args.features == "spectral" else None
 
-    full = corpus()
+    full = corpus(tuple(args.synth_methods.split(",")))
     res = split_manifest(full, SplitConfig(ratios=(0.6, 0.2, 0.2), names=("train", "val", "test"), seed=args.seed))
     if not res.leak.ok:
         raise SystemExit(f"split leaks: {res.leak.errors}")
     full = res.table
     C.log.info("split:\n%s", res.summary())
-    win = window_table(full, args.features, cfg, args.copies, args.max_windows, args.seed)
+    win = window_table(full, args.features, cfg, args.copies, args.max_windows, args.seed, args.bona_copies)
     run_dir = Path(args.run_dir)
     table_path = write_table(win, run_dir.parent / f"{run_dir.name}_windows.parquet", args.features, cfg)
     tc = TrainConfig(features=str(table_path), model=args.model, out=str(run_dir), seed=args.seed,
@@ -406,7 +410,8 @@ def main() -> None:
 
     info = {
         "features": args.features, "feature_config": cfg, "model": args.model, "params": result.params,
-        "augment": config_to_dict(AUGMENT), "copies": args.copies, "max_windows": args.max_windows,
+        "augment": config_to_dict(AUGMENT), "copies": args.copies, "bona_copies": args.bona_copies,
+        "synth_methods": args.synth_methods.split(","), "max_windows": args.max_windows,
         "window_s": WIN_S, "hop_s": HOP_S, "seed": args.seed, "val_eer_windows": result.val_eer,
         "test_eer_windows": result.test_eer, "split_counts": res.counts().to_dict(orient="records"),
         "trained_generators": sorted(trained_gens), "evaluation": ev, "logo": logo_rows,
