@@ -16,6 +16,7 @@ from audios.cli import (  # noqa: F401
     beyond,
     classic,
     data,
+    deep,
     detect,
     evaluate,
     features,
