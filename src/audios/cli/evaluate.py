@@ -70,6 +70,10 @@ def evaluate(
     )
     if report is not None:
         write_report(result, report)
+        from audios.runs import write_run_info
+
+        write_run_info(report, "evaluate", {"scores": str(scores), "val": str(val) if val else None,
+                                             "per": [str(getattr(p, "value", p)) for p in (per or [])], "bootstrap": bootstrap, "seed": seed}, seed=seed)
     if json_out:
         payload = result.to_dict()
         payload["bootstrap"]["seed"] = seed

@@ -54,4 +54,8 @@ def stats(
                       f"{s.detail}; a detector may learn this instead of the artefacts")
     if out is not None:
         paths = write_stats(df, result, out, config)
+        from audios.config import config_to_dict
+        from audios.runs import write_run_info
+
+        write_run_info(out, "stats", {"manifest": str(manifest), **config_to_dict(config)})
         console.print(f"wrote {len(paths)} files to {out} (overview.png, stats.json, stats.md)")
