@@ -14,6 +14,24 @@ mkdir -p "$OUT"
 if [ -n "$DATA" ]; then
   [ -d "$DATA" ] || { echo "error: DATA=$DATA is not a folder" >&2; exit 2; }
   CORPUS="$DATA"; USED="your folder $DATA"
+  if ! audios manifest "$DATA" -o "$OUT/probe/manifest.csv" --limit 1 --no-progress >/dev/null 2>&1; then
+    # No class folders and no table: take every recording as real speech and make the spoofs ourselves.
+    echo "== $DATA has no real/fake (human/ai, bonafide/spoof) folders: taking all of it as bona fide speech"
+    echo "   and making spoofs by WORLD copy-synthesis (audios synth). No real TTS/vocoder spoofs are in this run."
+    audios manifest "$DATA" --layout bonafide-only -o "$OUT/bonafide/manifest.csv" --workers 2 --no-progress
+    audios synth "$OUT/bonafide/manifest.csv" --method world -o "$OUT/synth" --workers 2 --no-progress
+    CORPUS="$OUT/corpus"
+    python - "$OUT/synth/paired.csv" "$CORPUS/manifest.csv" <<'PY'
+import sys
+from pathlib import Path
+import pandas as pd
+t = pd.read_csv(sys.argv[1], keep_default_na=False)
+t["path"] = [str((Path(r) / p).resolve()) for r, p in zip(t["root"], t["path"])]
+out = Path(sys.argv[2]); out.parent.mkdir(parents=True, exist_ok=True)
+t[["path", "label", "generator", "speaker", "utterance"]].to_csv(out, index=False)
+PY
+    USED="your folder $DATA as bona fide speech, plus WORLD copy-synthesis spoofs made from it (no real fakes)"
+  fi
 elif [ -f "$SHARED_DEV/manifest.csv" ]; then
   CORPUS="$(cd "$SHARED_DEV" && pwd)"
   USED="the shared dev corpus: real bona fide speech and real vocoder/TTS output ($CORPUS)"

@@ -193,7 +193,8 @@ def build_both(root: Path, layout: str):
 
 
 def test_every_layout_is_tried_by_auto_and_folders_comes_last():
-    assert set(DETECTION_ORDER) == set(LAYOUTS)
+    # bonafide-only is a statement only the user can make: never tried by auto.
+    assert set(DETECTION_ORDER) == set(LAYOUTS) - {"bonafide-only"}
     assert DETECTION_ORDER[0] == "csv" and DETECTION_ORDER[-1] == "folders"
     assert DETECTION_ORDER.index("asvspoof5") < DETECTION_ORDER.index("for") < DETECTION_ORDER.index("fakeavceleb")
 
@@ -408,3 +409,17 @@ def test_csv_layout_with_the_table_itself_as_root(tmp_path):
     assert not result.skipped
     assert list(result.table["label"]) == ["bonafide", "spoof"]
     assert set(result.table["root"]) == {str(tmp_path.resolve())}
+
+
+def test_bonafide_only_layout_is_explicit_and_never_auto(tmp_path):
+    from audios.errors import LayoutError
+    from audios.manifest import build_manifest
+    from tests.conftest import speechlike, write
+
+    write(tmp_path / "calls" / "a.wav", speechlike(0.6))
+    write(tmp_path / "b.flac", speechlike(0.6, seed=2))
+    result = build_manifest(tmp_path, layout="bonafide-only")
+    assert set(result.table["label"]) == {"bonafide"} and len(result.table) == 2
+    assert set(result.table["generator"]) == {"human"}
+    with pytest.raises(LayoutError):
+        build_manifest(tmp_path, layout="auto")  # no class folders: auto must not guess

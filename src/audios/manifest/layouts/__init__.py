@@ -12,7 +12,7 @@ from pathlib import Path
 from audios.errors import LayoutError
 from audios.manifest.base import Layout
 from audios.manifest.layouts import (
-    asvspoof5, asvspoof2019, asvspoof2021, fakeavceleb, fakeorreal, folders, itw, table,
+    asvspoof5, asvspoof2019, asvspoof2021, fakeavceleb, fakeorreal, folders, itw, plain, table,
 )
 
 LAYOUTS: dict[str, Layout] = {}
@@ -25,7 +25,7 @@ def register(layout: Layout) -> Layout:
     return layout
 
 
-for _module in (table, asvspoof2019, asvspoof2021, asvspoof5, fakeorreal, itw, fakeavceleb, folders):
+for _module in (table, asvspoof2019, asvspoof2021, asvspoof5, fakeorreal, itw, fakeavceleb, folders, plain):
     register(_module.LAYOUT)
 
 # A user's own table first (it is what they asked for), then protocol files whose names only their corpus uses,
