@@ -256,3 +256,43 @@ def test_input_length_and_shape_are_checked():
             model(torch.zeros(1, 2314))
         with pytest.raises(ValueError, match="batch, samples"):
             model(torch.zeros(2315))
+
+
+def test_aasist_embedding_extractor_gives_the_reference_hidden_vectors(aasist_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from audios.cli import app
+    from audios.features import get_extractor
+    from audios.features.extract import read_feature_table
+    from tests.conftest import write
+
+    ref = np.load(aasist_dir / "reference_io.npz")
+    ext = get_extractor("aasist", {"checkpoint": str(aasist_dir / "AASIST-L.pth")})
+    out = ext.extract(list(ref["inputs_sines"]))
+    np.testing.assert_allclose(np.stack(out), ref["aasist_l_hidden_sines"], atol=1e-4)
+    # Through the CLI: one row per file, 160 columns.
+    for i, x in enumerate(ref["inputs_sines"]):
+        write(tmp_path / "c" / f"s{i}.wav", x, subtype="FLOAT")
+    (tmp_path / "c" / "manifest.csv").write_text("path,label\ns0.wav,spoof\ns1.wav,bonafide\n")
+    result = CliRunner().invoke(app, ["features", str(tmp_path / "c" / "manifest.csv"), "-e", "aasist",
+                                      "--checkpoint", str(aasist_dir / "AASIST-L.pth"), "-o",
+                                      str(tmp_path / "a.parquet"), "--cache", str(tmp_path / "cache"),
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    table, _ = read_feature_table(tmp_path / "a.parquet")
+    emb = table[[f"emb_{i}" for i in range(160)]].to_numpy()
+    np.testing.assert_allclose(emb, ref["aasist_l_hidden_sines"], atol=1e-4)
+
+
+def test_aasist_embedding_batched_equals_one_by_one_and_needs_a_checkpoint(aasist_dir):
+    from audios.errors import ConfigError
+    from audios.features import get_extractor
+    from tests.conftest import speechlike
+
+    with pytest.raises(ConfigError, match="needs a checkpoint"):
+        get_extractor("aasist").extract([speechlike(1.0)])
+    ext = get_extractor("aasist", {"checkpoint": str(aasist_dir / "AASIST-L.pth")})
+    batch = [speechlike(1.0, seed=1), speechlike(5.0, seed=2)]  # tiled, and one full window
+    together = ext.extract(batch)
+    alone = [ext.extract([x])[0] for x in batch]
+    np.testing.assert_allclose(np.stack(together), np.stack(alone), atol=1e-4)

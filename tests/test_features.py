@@ -149,8 +149,9 @@ def test_deltas_of_a_linear_ramp_are_its_slope():
     np.testing.assert_allclose(d[2:-2], np.tile([1.0, -3.0], (16, 1)))
 
 
-# The neural extractors (ssl needs a checkpoint) have their own batching tests in tests/test_ssl.py.
-@pytest.mark.parametrize("name", sorted(set(EXTRACTORS) - {"ssl", "resemblyzer"}))
+# The neural extractors (ssl and aasist need a checkpoint) have their own tests in tests/test_ssl.py and
+# tests/test_aasist.py.
+@pytest.mark.parametrize("name", sorted(set(EXTRACTORS) - {"ssl", "resemblyzer", "aasist"}))
 def test_batched_equals_one_by_one(name):
     ext = get_extractor(name)
     batch = [speechlike(0.7, seed=1), noise(0.4, seed=2), tone(440, 0.25, SR), speechlike(1.1, seed=3)]
@@ -169,7 +170,7 @@ def test_configs_validate_and_unknown_names_list_the_known_ones():
         get_extractor("spectral", {"contrast_bands": 6})
     with pytest.raises(ConfigError, match="unknown field"):
         get_extractor("mfcc", {"n_mel": 40})
-    with pytest.raises(ConfigError, match="known: lfcc, logmel, mfcc, resemblyzer, spectral, ssl"):
+    with pytest.raises(ConfigError, match="known: aasist, lfcc, logmel, mfcc, resemblyzer, spectral, ssl"):
         get_extractor("wav2vec")
 
 
@@ -353,5 +354,5 @@ def test_cli_writes_table_run_record_and_reuses_the_cache(tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0 and "0 recordings computed, 4 from cache" in " ".join(result.output.split())
     bad = CliRunner().invoke(app, ["features", str(tmp_path / "corpus" / "manifest.csv"), "-e", "nope"])
-    known = "known: lfcc, logmel, mfcc, resemblyzer, spectral, ssl"
+    known = "known: aasist, lfcc, logmel, mfcc, resemblyzer, spectral, ssl"
     assert bad.exit_code == 2 and known in " ".join(bad.output.split())

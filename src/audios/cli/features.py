@@ -36,6 +36,7 @@ def features(
     layer: str = typer.Option(None, "--layer", help="ssl: last, a layer index, a list like [4,8], or all."),
     pool: str = typer.Option(None, "--pool", help="ssl: mean or mean+std."),
     quantize: str = typer.Option(None, "--quantize", help="ssl: none or int8 (dynamic int8 on Linear layers)."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="aasist: a released AASIST or AASIST-L .pth file."),
     progress: bool = typer.Option(True, help="Show a progress bar (on terminals)."),
 ) -> None:
     """Extract EXTRACTOR features for every row of MANIFEST into a Parquet table.
@@ -45,12 +46,14 @@ def features(
 
     Extractors: spectral (the 15-column table centroid, entropy, mfcc_0..12; --set extended=true for 68),
     lfcc / mfcc / logmel (frame matrices for GMMs and deep models), ssl (wav2vec 2.0, HuBERT, WavLM through
-    transformers) and resemblyzer (a pretrained 256-d speaker encoder that works offline).
+    transformers), resemblyzer (a pretrained 256-d speaker encoder that works offline) and aasist (the 160-d
+    hidden embedding of a released AASIST/AASIST-L checkpoint).
 
     Examples:
       audios features runs/dev/manifest.csv -e spectral --set extended=true -o runs/dev/spectral.parquet
       audios features runs/dev/manifest.csv -e ssl --model facebook/wav2vec2-base --layer last --quantize int8
       audios features runs/dev/manifest.csv -e resemblyzer -o runs/dev/resemblyzer.parquet
+      audios features runs/dev/manifest.csv -e aasist --checkpoint ../shared/models/aasist/AASIST-L.pth
       RAY_ADDRESS=auto audios features runs/dev/manifest.csv -e ssl --engine ray --workers 8
     """
     if extractor not in EXTRACTORS:
@@ -60,6 +63,10 @@ def features(
     if given and extractor != "ssl":
         raise ConfigError(f"--{', --'.join(given)} only apply to the ssl extractor, not {extractor!r}")
     overrides = [*set_, *(f"{k}={v}" for k, v in given.items())]
+    if checkpoint is not None:
+        if extractor != "aasist":
+            raise ConfigError(f"--checkpoint only applies to the aasist extractor, not {extractor!r}")
+        overrides.append(f"checkpoint={checkpoint}")
     ext = get_extractor(extractor, load_config(EXTRACTORS[extractor].Config, config, overrides))
     if engine not in ENGINES:
         raise ConfigError(f"--engine={engine!r} must be one of {', '.join(ENGINES)}")
