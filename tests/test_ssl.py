@@ -300,3 +300,24 @@ def test_resemblyzer_embeddings_are_unit_256d_and_separate_voices(voice):
         np.testing.assert_allclose(a, b, atol=1e-5)
     with pytest.raises(ConfigError, match="16000"):
         get_extractor("resemblyzer", {"sample_rate": 8000})
+
+
+def test_neural_alias_picks_ssl_with_a_model_and_resemblyzer_without(voice, models, tmp_path):
+    from typer.testing import CliRunner
+
+    from audios.cli import app
+
+    rows = []
+    for i, x in enumerate(clips((0.6, 0.9))):
+        write(tmp_path / "corpus" / f"c{i}.wav", x)
+        rows.append({"id": f"c{i}", "path": f"c{i}.wav", "label": "bonafide" if i % 2 else "spoof"})
+    pd.DataFrame(rows).to_csv(tmp_path / "corpus" / "manifest.csv", index=False)
+    base = ["features", str(tmp_path / "corpus" / "manifest.csv"), "-e", "neural", "--cache", str(tmp_path / "c"),
+            "--no-progress"]
+    result = CliRunner().invoke(app, [*base, "-o", str(tmp_path / "r.parquet")])
+    assert result.exit_code == 0, result.output
+    assert "using resemblyzer" in result.output
+    assert read_feature_table(tmp_path / "r.parquet")[1]["extractor"]["name"] == "resemblyzer"
+    result = CliRunner().invoke(app, [*base, "--model", models["wav2vec2"], "-o", str(tmp_path / "s.parquet")])
+    assert result.exit_code == 0, result.output
+    assert read_feature_table(tmp_path / "s.parquet")[1]["extractor"]["name"] == "ssl"

@@ -21,7 +21,7 @@ ENGINES = ("local", "ray")
 @friendly_errors
 def features(
     manifest: Path = typer.Argument(..., help="Manifest (.csv or .parquet) from `audios manifest`."),
-    extractor: str = typer.Option("spectral", "-e", "--extractor", help=f"One of: {', '.join(sorted(EXTRACTORS))}."),
+    extractor: str = typer.Option("spectral", "-e", "--extractor", help=f"One of: {', '.join(sorted(EXTRACTORS))}, or neural (ssl with --model, else resemblyzer)."),
     out: Path = typer.Option(Path("features.parquet"), "-o", "--out", help="Output feature table (.parquet)."),
     cache: Path = typer.Option(None, help="Cache folder (default ~/.cache/audios/features)."),
     root: Path = typer.Option(None, help="Corpus root the manifest's paths start from (overrides its `root`)."),
@@ -56,6 +56,12 @@ def features(
       audios features runs/dev/manifest.csv -e aasist --checkpoint ../shared/models/aasist/AASIST-L.pth
       RAY_ADDRESS=auto audios features runs/dev/manifest.csv -e ssl --engine ray --workers 8
     """
+    if extractor == "neural":
+        # The default neural extractor: an SSL model when a checkpoint is given, else the speaker encoder that
+        # ships inside the resemblyzer package (works offline).
+        extractor = "ssl" if model else "resemblyzer"
+        console.print(f"neural features: using {extractor}" + (f" ({model})" if model else
+                      " (no --model given; pass a wav2vec 2.0 / HuBERT / WavLM checkpoint for ssl)"))
     if extractor not in EXTRACTORS:
         get_extractor(extractor)  # raises, listing the known names
     ssl_options = {"model": model, "layer": layer, "pool": pool, "quantize": quantize}
