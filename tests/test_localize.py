@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from audios.detect import DetectConfig, detect_path
-from audios.errors import ConfigError
+from audios.errors import AudioError, ConfigError, SilentAudioError
 from audios.evaluate.metrics import MetricInputError
 from audios.localize import (
     BoundaryCounts,
@@ -18,6 +18,7 @@ from audios.localize import (
     evaluate_localization,
     match_boundaries,
     region_boundaries,
+    score_segments_path,
     score_segments_signal,
     segment_grid,
     segment_labels,
@@ -180,3 +181,28 @@ def test_segments_a_detector_cannot_judge_take_their_neighbours_score():
     seg = score_segments_signal(RatioDetector(), x, SegmentConfig(smooth=1))
     assert np.isfinite(seg.scores).all()
     assert seg.scores[0] > 0 and seg.scores[-1] < 0
+
+
+def test_a_digitally_silent_pause_does_not_skip_the_recording(tmp_path):
+    class RefusesSilence(ToneDetector):
+        """Like the feature extractors: a silent window is an error, not a score."""
+
+        def score_signals(self, signals):
+            if any(np.abs(x).max() < 1e-4 for x in signals):
+                raise SilentAudioError("batch", "all samples are silent")
+            return super().score_signals(signals)
+
+    x = np.concatenate([speechlike(1.0), np.zeros(SR // 2, dtype=np.float32), marked_spoof(1.0)])
+    seg = score_segments_signal(RefusesSilence(), x, SegmentConfig(smooth=1))
+    assert np.isfinite(seg.scores).all()
+    assert seg.scores[0] > 0 and seg.scores[-1] < 0
+    # The segments inside the pause take the nearest judged score: real before its middle, fake after.
+    centres = (seg.starts_s + seg.ends_s) / 2
+    assert (seg.scores[(centres > 1.1) & (centres < 1.2)] > 0).all()
+    assert (seg.scores[(centres > 1.3) & (centres < 1.4)] < 0).all()
+    path = write(tmp_path / "pause.wav", x, SR)
+    with_path = score_segments_path(RefusesSilence(), path, SegmentConfig(smooth=1))
+    np.testing.assert_allclose(with_path.scores, seg.scores)
+    silent = np.zeros(SR, dtype=np.float32)
+    with pytest.raises(AudioError, match="no finite segment score"):
+        score_segments_signal(RefusesSilence(), silent, SegmentConfig())

@@ -177,12 +177,33 @@ def _assign(win_starts: np.ndarray, win_ends: np.ndarray, win_scores: np.ndarray
 def _scored(detector: Any, chunks: Iterator[tuple[float, np.ndarray]], name: str
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from audios.detect import DetectConfig, _score_windows
+    from audios.features.base import SILENCE_PEAK
 
-    bounds, scores, _ = _score_windows(detector, chunks, DetectConfig())
-    if scores.size == 0:
+    # Digitally silent windows (a pause of at least one segment) are not sent to the detector: extractors
+    # refuse silent input, which would fail the whole batch and so the whole recording. They score NaN and,
+    # like other segments a detector cannot judge, take the nearest judged score (_fill_non_finite).
+    audible: list[bool] = []
+    silent_bounds: dict[int, dict[str, float]] = {}
+    sr = detector.sample_rate
+
+    def audible_only() -> Iterator[tuple[float, np.ndarray]]:
+        for start_s, x in chunks:
+            if x.size and float(np.max(np.abs(x))) < SILENCE_PEAK:
+                silent_bounds[len(audible)] = {"start_s": round(start_s, 3), "end_s": round(start_s + x.size / sr, 3)}
+                audible.append(False)
+                continue
+            audible.append(True)
+            yield start_s, x
+
+    heard_bounds, heard_scores, _ = _score_windows(detector, audible_only(), DetectConfig())
+    if not audible:
         raise AudioError(name, "no audio to score")
-    if not np.isfinite(scores).any():
+    if heard_scores.size == 0 or not np.isfinite(heard_scores).any():
         raise AudioError(name, "the detector produced no finite segment score")
+    scores = np.full(len(audible), np.nan)
+    scores[np.flatnonzero(audible)] = heard_scores
+    heard = iter(heard_bounds)
+    bounds = [next(heard) if a else silent_bounds[i] for i, a in enumerate(audible)]
     # Window times as detect reports them (rounded to the millisecond).
     return (np.array([b["start_s"] for b in bounds]), np.array([b["end_s"] for b in bounds]), scores)
 
