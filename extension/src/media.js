@@ -74,7 +74,7 @@ function tooLarge(size, cap) {
 }
 
 async function fetchFromExtension(src) {
-  const res = await fetch(src, { credentials: 'omit', cache: 'force-cache' });
+  const res = await fetch(src, { credentials: 'omit' });
   if (!res.ok) throw httpError(src, res.status, res.statusText);
   const declared = Number(res.headers.get('content-length') || 0);
   if (declared > MAX_BYTES) throw tooLarge(declared, MAX_BYTES);
