@@ -260,7 +260,8 @@ class Browser:
             chooser: Array.from(document.querySelectorAll('#media-list button')).map(b => b.textContent),
             dots: document.querySelectorAll('#timeline svg circle').length,
             verdict: document.getElementById('verdict-badge').textContent,
-            shown_p: document.getElementById('p-fake').textContent})""")
+            shown_p: document.getElementById('p-fake').textContent,
+            resources: performance.getEntriesByType('resource').map((e) => e.name)})""")
         out["page"] = page
         out["id"] = target["id"]
         if out["result"]:
@@ -384,6 +385,9 @@ def test_click_on_an_audio_element_checks_its_src(browser, site, python_detector
     assert out["dots"] == len(expected["windows"])
     assert out["verdict"] == ("Likely AI-generated" if expected["decision"] == "fake" else "Likely human speech")
     assert out["shown_p"] == f"{100 * out['result']['p_fake']:.1f} %"
+    # Runtime, wasm and model all come from the extension itself (no CDN); the media from the page's server.
+    ext = f"chrome-extension://{EXTENSION_ID}/"
+    assert all(u.startswith((ext, site["url"] + "/")) for u in out["resources"]), out["resources"]
     browser.close_target(out["id"])
 
 
