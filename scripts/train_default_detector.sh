@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild the bundled default detector (src/audios/data/default_detector/model.joblib + train_info.json) exactly as
+# Rebuild the bundled default detector (src/audios/data/default_detector: model.onnx, weights.npz, detector.json, train_info.json) exactly as
 # shipped. Needs the dev corpus (default ../shared/corpus/dev, or AUDIOS_DEV_CORPUS) and espeak-ng; scratch files
 # (decoded audio, features, synth spoofs, the train-classic run folder) go to AUDIOS_EXP_CACHE (default
 # /tmp/audios_exp). Takes ~15-25 min on 2 CPU cores, most of it `audios synth`.
@@ -15,5 +15,5 @@ audios synth "$AUDIOS_DEV_CORPUS/manifest.csv" --root "$AUDIOS_DEV_CORPUS" -m wo
   -o "$AUDIOS_EXP_CACHE/synth" --workers 2 --seed 0
 
 # 2. Windows + augmentation + features + train-classic + validation; --install copies the model into the package.
-python bench/experiments/default_detector.py --features spectral --model logreg --synth-methods world --copies 1 --max-windows 3 \
+python bench/experiments/default_detector.py --features portable --model logreg --synth-methods world --copies 1 --max-windows 3 \
   --seed 0 --run-dir "$AUDIOS_EXP_CACHE/default_detector_run" --install

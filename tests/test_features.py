@@ -170,7 +170,7 @@ def test_configs_validate_and_unknown_names_list_the_known_ones():
         get_extractor("spectral", {"contrast_bands": 6})
     with pytest.raises(ConfigError, match="unknown field"):
         get_extractor("mfcc", {"n_mel": 40})
-    with pytest.raises(ConfigError, match="known: aasist, lfcc, logmel, mfcc, resemblyzer, spectral, ssl"):
+    with pytest.raises(ConfigError, match="known: aasist, lfcc, logmel, mfcc, portable, resemblyzer, spectral, ssl"):
         get_extractor("wav2vec")
 
 
@@ -354,5 +354,5 @@ def test_cli_writes_table_run_record_and_reuses_the_cache(tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0 and "0 recordings computed, 4 from cache" in " ".join(result.output.split())
     bad = CliRunner().invoke(app, ["features", str(tmp_path / "corpus" / "manifest.csv"), "-e", "nope"])
-    known = "known: aasist, lfcc, logmel, mfcc, resemblyzer, spectral, ssl"
+    known = "known: aasist, lfcc, logmel, mfcc, portable, resemblyzer, spectral, ssl"
     assert bad.exit_code == 2 and known in " ".join(bad.output.split())

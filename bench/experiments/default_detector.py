@@ -190,8 +190,7 @@ def logo(full: pd.DataFrame, win: pd.DataFrame, feature_cols: list[str], model: 
 def measure_speed(n: int = 30) -> dict:
     # "Load time" = load_detector(None) in a fresh process once the modules it uses are imported (importing numpy,
     # scipy, scikit-learn and librosa is a per-process cost of any detector, timed separately as import_s).
-    code = ("import time; t0=time.perf_counter(); import audios.detect as d, audios.classic.detector, "
-            "audios.features.base, sklearn.linear_model, sklearn.pipeline, librosa; t1=time.perf_counter(); "
+    code = ("import time; t0=time.perf_counter(); import audios.detect as d, onnxruntime; t1=time.perf_counter(); "
             "det=d.load_detector(None); t2=time.perf_counter(); print(t1-t0, t2-t1)")
     loads, imports = [], []
     for _ in range(3):
@@ -235,9 +234,12 @@ def render_card(info: dict) -> str:
     lines = [
         "# audios default detector (bundled)",
         "",
-        f"A small classic detector shipped inside the package: `{info['features']}` features (extended spectral "
-        f"summary, {len(get_extractor(info['features'], info['feature_config']).columns)} numbers per 4 s window) and a `{info['model']}` back-end "
-        f"with logistic calibration; `audios detect` uses it when no `--model` is given. It was trained on a tiny, "
+        f"A small detector shipped inside the package as one ONNX graph from raw 16 kHz audio to a calibrated score "
+        f"(`audios.portable`: `{info['features']}` features, {len(get_extractor(info['features'], info['feature_config']).columns)} "
+        f"spectral and cepstral summaries per 4 s window, and a `{info['model']}` back-end with logistic calibration, "
+        "folded into the graph). `audios detect` and `audios serve` run it through ONNX Runtime when no `--model` is "
+        "given (no PyTorch needed: `pip install audios`); `--backend torch` runs the same graph in PyTorch, the web "
+        "page's on-device check and the browser extension run it in onnxruntime-web. It was trained on a tiny, "
         "LJSpeech-heavy corpus of older vocoders plus simple home-made spoofs: treat its verdicts as a weak hint, "
         "not evidence.",
         "",
@@ -253,7 +255,7 @@ def render_card(info: dict) -> str:
         f"(median of 3 fresh processes; the imports themselves took {statistics.median(sp.get('import_s') or [float('nan')]):.1f} s "
         f"under load); latency per 4 s clip: p50 {sp.get('latency_ms_p50', float('nan')):.1f} ms, "
         f"p90 {sp.get('latency_ms_p90', float('nan')):.1f} ms; the first call in a process takes "
-        f"{sp.get('first_call_ms', float('nan')):.0f} ms (librosa warm-up) (`detect_signal`, one CPU core shared with other jobs, "
+        f"{sp.get('first_call_ms', float('nan')):.0f} ms (`detect_signal`, one CPU core shared with other jobs, "
         "measured by `bench/experiments/default_detector.py --install`).",
         "",
         "## Training data (licence-clear only)",
@@ -345,6 +347,24 @@ def write_card() -> None:
     (REPO / "MODEL_CARD.md").write_text(card)
 
 
+def install(run_dir: Path, info: dict) -> None:
+    """Put the trained model into the package: a portable detector folder (ONNX + weights + detector.json)."""
+    from audios.portable import export_portable, head_from_classic
+
+    if info["features"] != "portable":
+        raise SystemExit("--install needs --features portable: the bundled detector must run without PyTorch")
+    BUNDLE.mkdir(parents=True, exist_ok=True)
+    config, head = head_from_classic(run_dir / "model.joblib")
+    export_portable(config, head, BUNDLE, name="audios-default", window_s=WIN_S, hop_s=HOP_S,
+                    extra={"trained_by": info["command"], "train_info": "train_info.json"})
+    (BUNDLE / "model.joblib").unlink(missing_ok=True)
+    info["speed"] = measure_speed()
+    info["model_bytes"] = (BUNDLE / "model.onnx").stat().st_size
+    (BUNDLE / "train_info.json").write_text(json.dumps(info, indent=1, default=str) + "\n")
+    (run_dir / "default_detector_info.json").write_text(json.dumps(info, indent=2, default=str))
+    write_card()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--speed-only", action="store_true", help="only re-measure load time and latency")
@@ -359,11 +379,17 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--run-dir", default=str(C.CACHE / "default_detector_run"))
     ap.add_argument("--no-logo", action="store_true")
-    ap.add_argument("--install", action="store_true", help="copy the model into src/audios/data/default_detector")
+    ap.add_argument("--install", action="store_true", help="export the model into src/audios/data/default_detector")
+    ap.add_argument("--install-only", action="store_true",
+                    help="only export --run-dir's finished run (its default_detector_info.json) into the package")
     args = ap.parse_args()
     C.setup_logging()
     if args.card_only:
         write_card()
+        return
+    if args.install_only:
+        run_dir = Path(args.run_dir)
+        install(run_dir, json.loads((run_dir / "default_detector_info.json").read_text()))
         return
     if args.speed_only:
         info = json.loads((BUNDLE / "train_info.json").read_text())
@@ -434,13 +460,7 @@ def main() -> None:
     }
     (run_dir / "default_detector_info.json").write_text(json.dumps(info, indent=2, default=str))
     if args.install:
-        BUNDLE.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run_dir / "model.joblib", BUNDLE / "model.joblib")
-        info["speed"] = measure_speed()
-        info["model_bytes"] = (BUNDLE / "model.joblib").stat().st_size
-        (BUNDLE / "train_info.json").write_text(json.dumps(info, indent=1, default=str) + "\n")
-        (run_dir / "default_detector_info.json").write_text(json.dumps(info, indent=2, default=str))
-        write_card()
+        install(run_dir, info)
     print(json.dumps({k: v for k, v in info.items() if k not in ("train_ids", "test_ids")}, indent=1, default=str))
 
 

@@ -22,12 +22,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from scipy.special import expit
 
 from audios.audio import AudioConfig, audio_info, is_audio_path, resample, stream_audio
 from audios.errors import AudioError, ConfigError, EmptyAudioError, SilentAudioError, TooLongError, TooShortError
 
 log = logging.getLogger(__name__)
+BACKENDS = ("onnx", "torch")
+
+
+def expit(x: Any) -> Any:
+    """The logistic sigmoid, overflow-safe (kept here so detection needs no scipy)."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.exp(-np.logaddexp(0.0, -x))
 
 AGGREGATES = ("mean", "min", "median")
 BUNDLED_DIR = Path(__file__).resolve().parent / "data" / "default_detector"
@@ -122,6 +128,74 @@ class ClassicDetectorAdapter:
                 "card": _card_summary(self.path.parent), "path": str(self.path)}
 
 
+class PortableDetectorAdapter:
+    """A portable detector folder (``audios.portable``): raw audio -> calibrated LLR in one graph.
+
+    ``backend="onnx"`` runs ``model.onnx`` through ONNX Runtime (no PyTorch needed: the light install);
+    ``backend="torch"`` rebuilds the same module in PyTorch from ``weights.npz``. Both give the same scores to
+    about 1e-5.
+    """
+
+    kind = "portable"
+
+    def __init__(self, path: str | Path, backend: str = "onnx", name: str | None = None) -> None:
+        from audios.portable import read_detector_json
+
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend={backend!r} must be one of {BACKENDS}")
+        self.path = Path(path)
+        self.backend = backend
+        self._info = read_detector_json(self.path)
+        self.name = name or self._info.get("name", self.path.name)
+        self.sample_rate = int(self._info["sample_rate"])
+        self.window_s = float(self._info["window_s"])
+        self.hop_s = float(self._info["hop_s"])
+        self.threshold = float(self._info["threshold"])
+        if backend == "onnx":
+            try:
+                import onnxruntime as ort
+            except ImportError as exc:
+                raise ConfigError("the ONNX backend needs onnxruntime: pip install onnxruntime") from exc
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            threads = os.environ.get("AUDIOS_ONNX_THREADS")
+            if threads:
+                options.intra_op_num_threads = int(threads)
+            available = ort.get_available_providers()
+            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+            self._session = ort.InferenceSession(str(self.path / "model.onnx"), options, providers=providers)
+        else:
+            from audios.portable import load_torch_net
+
+            self._net = load_torch_net(self.path)
+
+    def score_signals(self, signals: list[np.ndarray]) -> np.ndarray:
+        out = np.empty(len(signals), dtype=np.float64)
+        by_length: dict[int, list[int]] = {}
+        for i, s in enumerate(signals):
+            by_length.setdefault(len(s), []).append(i)
+        for idx in by_length.values():  # one run per window length (all full windows share one)
+            x = np.stack([np.asarray(signals[i], dtype=np.float32) for i in idx])
+            out[idx] = self._run(x)
+        return out
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        if self.backend == "onnx":
+            return np.asarray(self._session.run(["llr"], {"waveform": x})[0], dtype=np.float64)
+        import torch
+
+        with torch.inference_mode():
+            return self._net(torch.from_numpy(x)).double().numpy()
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "backend": self.backend, "version": _version(),
+                "threshold": self.threshold, "window_s": self.window_s, "hop_s": self.hop_s,
+                "sample_rate": self.sample_rate, "calibrated": True,
+                "size_bytes": (self.path / "model.onnx").stat().st_size,
+                "n_params": len(self._info.get("feature_names", [])) + 1,
+                "card": _card_summary(self.path), "path": str(self.path)}
+
+
 class AasistDetectorAdapter:
     """A released AASIST/AASIST-L checkpoint. Its score is the logit difference (bona fide - spoof).
 
@@ -207,25 +281,33 @@ def _version() -> str:
     return __version__
 
 
-def load_detector(spec: str | None = None) -> Detector:
+def load_detector(spec: str | None = None, backend: str = "onnx") -> Detector:
     """Build a detector from a spec.
 
-    - ``None`` or ``"default"``: the bundled default detector shipped in the package;
+    - ``None`` or ``"default"``: the bundled default detector shipped in the package (a portable detector:
+      ONNX Runtime by default, ``backend="torch"`` for the same graph in PyTorch);
+    - a portable detector folder (``detector.json`` + ``model.onnx``);
     - ``aasist=PATH`` / ``aasist-l=PATH``: a released AASIST checkpoint;
     - a run folder of ``audios train-classic`` or its ``model.joblib``;
     - a run folder of ``audios train`` or its ``best.pt``;
     - a fusion folder of ``audios fuse`` (``fusion.json``).
     """
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend={backend!r} must be one of {BACKENDS}")
     if spec in (None, "", "default"):
-        if not (BUNDLED_DIR / "model.joblib").exists():
+        if not (BUNDLED_DIR / "detector.json").exists() and (BUNDLED_DIR / "model.joblib").exists():
+            return ClassicDetectorAdapter(BUNDLED_DIR, name="audios-default")  # an older classic bundle
+        if not (BUNDLED_DIR / "detector.json").exists():
             raise ConfigError(f"the bundled default detector is missing from {BUNDLED_DIR}; pass --model")
-        return ClassicDetectorAdapter(BUNDLED_DIR, name="audios-default")
+        return PortableDetectorAdapter(BUNDLED_DIR, backend=backend, name="audios-default")
     if "=" in spec:
         kind, path = spec.split("=", 1)
         if kind in ("aasist", "aasist-l"):
             return AasistDetectorAdapter(path, variant=kind)
         raise ConfigError(f"unknown model kind {kind!r} in {spec!r}; known: aasist=PATH, aasist-l=PATH")
     path = Path(spec)
+    if path.is_dir() and (path / "detector.json").exists():
+        return PortableDetectorAdapter(path, backend=backend)
     if path.is_dir() and (path / "fusion.json").exists():
         from audios.fusion import FusedDetector
 

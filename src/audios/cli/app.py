@@ -34,5 +34,12 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except AudiosError as exc:
             err_console.print(f"[red]error:[/red] {exc}")
             sys.exit(2)
+        except ModuleNotFoundError as exc:
+            if not exc.name or exc.name.split(".")[0] == "audios":
+                raise
+            # The light install leaves the research stack out: name the missing package and the fix.
+            err_console.print(f"[red]error:[/red] this command needs {exc.name.split('.')[0]!r}, which this install "
+                              "lacks. Install the research extras with: pip install 'audios\\[all]'")
+            sys.exit(2)
 
     return wrapper

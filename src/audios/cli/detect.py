@@ -17,8 +17,10 @@ from audios.cli.app import app, console, err_console, friendly_errors
 @friendly_errors
 def detect(
     paths: list[str] = typer.Argument(..., help="Files, folders (searched recursively) or glob patterns."),
-    model: str = typer.Option(None, "--model", "-m", help="Run folder, model.joblib, aasist=PATH, aasist-l=PATH; "
-                              "default: the bundled detector."),
+    model: str = typer.Option(None, "--model", "-m", help="Run folder, model.joblib, portable detector folder, "
+                              "aasist=PATH, aasist-l=PATH; default: the bundled detector."),
+    backend: str = typer.Option("onnx", help="Portable detectors (the bundled one): onnx (ONNX Runtime, no PyTorch "
+                                "needed) or torch (the same graph in PyTorch)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON array (one object per file)."),
     csv_out: Path = typer.Option(None, "--csv", help="Also write the results as a CSV table to this file."),
     window_s: float = typer.Option(None, help="Window length in seconds (default: the model's)."),
@@ -63,7 +65,7 @@ def detect(
         segment_config = SegmentConfig(segment_s=segment_s, hop_s=segment_hop_s, smooth=smooth)
     config = DetectConfig(window_s=window_s, hop_s=hop_s, aggregate=aggregate, segments=segment_config)
     t_load = time.perf_counter()
-    detector = load_detector(model)
+    detector = load_detector(model, backend=backend)
     load_s = time.perf_counter() - t_load
     files = expand_paths(paths)
     if not files:

@@ -10,8 +10,10 @@ from audios.cli.app import app, console, friendly_errors
 @app.command()
 @friendly_errors
 def serve(
-    model: str = typer.Option(None, "--model", "-m", help="Run folder, model.joblib, aasist=PATH, aasist-l=PATH; "
-                              "default: the bundled detector."),
+    model: str = typer.Option(None, "--model", "-m", help="Run folder, model.joblib, portable detector folder, "
+                              "aasist=PATH, aasist-l=PATH; default: the bundled detector."),
+    backend: str = typer.Option("onnx", help="Portable detectors (the bundled one): onnx (ONNX Runtime, no PyTorch "
+                                "needed) or torch (the same graph in PyTorch)."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 exposes it to the network)."),
     port: int = typer.Option(8000, help="TCP port."),
     workers: int = typer.Option(2, help="Recordings scored at the same time (threads sharing one model)."),
@@ -41,7 +43,7 @@ def serve(
     config = ServeConfig(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_duration_s=max_duration_s,
                          request_timeout_s=timeout_s, workers=workers, max_queue=max_queue, window_s=window_s,
                          hop_s=hop_s, aggregate=aggregate)
-    detector = load_detector(model)
+    detector = load_detector(model, backend=backend)
     service = create_app(detector, config)
     console.print(f"serving [bold]{detector.name}[/bold] on http://{host}:{port}  (API docs: /docs)")
     # limit_concurrency bounds open connections beyond the job queue, so /healthz still answers under load.

@@ -100,11 +100,13 @@ def positive(owner: str, **values: float) -> None:
 
 # The registry: filled once here, read-only afterwards. The extractor modules import the helpers above,
 # which already exist by the time these imports run.
+from audios import portable  # noqa: E402
 from audios.features import aasist_emb, frames, speaker, spectral, ssl  # noqa: E402
 
 EXTRACTORS: dict[str, type] = {}
 for _cls in (spectral.SpectralExtractor, frames.LfccExtractor, frames.MfccExtractor, frames.LogmelExtractor,
-             ssl.SslExtractor, speaker.ResemblyzerExtractor, aasist_emb.AasistEmbeddingExtractor):
+             ssl.SslExtractor, speaker.ResemblyzerExtractor, aasist_emb.AasistEmbeddingExtractor,
+             portable.PortableExtractor):
     if _cls.name in EXTRACTORS:
         raise RuntimeError(f"extractor {_cls.name!r} registered twice")
     if _cls.kind not in KINDS:
