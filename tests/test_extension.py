@@ -227,6 +227,12 @@ class Browser:
         self.worker = Cdp(self._wait_target(lambda t: t["type"] == "service_worker"
                                             and t["url"].startswith(f"chrome-extension://{EXTENSION_ID}/"))
                           ["webSocketDebuggerUrl"])
+        # The worker's target can show up before its script (and the chrome.* bindings) has run.
+        deadline = time.monotonic() + TIMEOUT_S
+        while not self.worker.evaluate("typeof chrome === 'object' && typeof onMenuClicked === 'function'"):
+            if time.monotonic() > deadline:
+                raise AssertionError("the extension's service worker did not start")
+            time.sleep(0.05)
 
     def targets(self) -> list[dict]:
         return json.load(urllib.request.urlopen(f"http://{self.address}/json/list"))
