@@ -178,7 +178,8 @@ def site(tmp_path_factory):
     # 6 s of a voiced signal at 16 kHz (the model's rate): several 4 s windows, no resampling.
     gen = write(folder / "gen.wav", np.concatenate([speechlike(3.0, seed=1), 0.7 * speechlike(3.0, seed=2, f0_hz=180)]))
     other = write(folder / "other.wav", tone(330, 2.0))
-    files = {"/gen.wav": gen}
+    silent = write(folder / "silent.wav", np.zeros(16000, dtype=np.float32))
+    files = {"/gen.wav": gen, "/silent.wav": silent}
     main, main_url = _serve(files)
     foreign, foreign_url = _serve({"/other.wav": other})
     yield {"url": main_url, "files": files, "gen": gen, "foreign_url": foreign_url}
@@ -436,6 +437,19 @@ def test_blob_stream_gets_a_cannot_read_message(browser, site):
     _, out = browser.click_menu({"menuItemId": "audios-check-media", "mediaType": "audio", "srcUrl": src}, page_url)
     assert out["state"] == "error" and out["code"] == "stream", out
     assert "Cannot read this stream" in out["error"]
+    browser.close_target(out["id"])
+
+
+def test_silent_media_is_reported_not_judged(browser, site, python_detector):
+    from audios.errors import SilentAudioError
+
+    with pytest.raises(SilentAudioError):  # what `audios detect` says about the same file
+        _python_result(python_detector, site["files"]["/silent.wav"])
+    page_url = f"{site['url']}/page?media=/silent.wav&link="
+    browser.open(page_url)
+    _, out = browser.grant_active_tab(page_url)
+    assert out["state"] == "error" and out["code"] == "audio", out
+    assert "silent" in out["error"] and out["result"] == ""
     browser.close_target(out["id"])
 
 

@@ -21,14 +21,21 @@ function setStatus(text) {
   $('status').textContent = text;
 }
 
+function errorCode(err) {
+  if (err instanceof MediaError) return err.code;
+  if (err && err.name === 'AudioInputError') return 'audio'; // undecodable, silent, too short (web/src/decode.js)
+  if (err && err.name === 'DetectorLoadError') return 'detector-load';
+  return 'detector';
+}
+
 function showError(err) {
-  const code = err instanceof MediaError ? err.code : 'detector';
+  const code = errorCode(err);
   document.body.dataset.state = 'error';
   document.body.dataset.errorCode = code;
   const box = $('error');
   box.replaceChildren();
   const h = document.createElement('h2');
-  h.textContent = code === 'detector' ? 'The detector could not check this media' : 'Cannot check this media';
+  h.textContent = code.startsWith('detector') ? 'The detector could not check this media' : 'Cannot check this media';
   const p = document.createElement('p');
   p.textContent = err && err.message ? err.message : String(err);
   box.append(h, p);
