@@ -34,8 +34,8 @@ def info() -> dict:
 def test_bundled_model_loads_small_and_documented(detector) -> None:
     meta = detector.info()
     assert meta["name"] == "audios-default"
-    assert meta["kind"] == "classic" and meta["calibrated"] is True
-    assert 0 < meta["size_bytes"] < 1_000_000
+    assert meta["kind"] == "portable" and meta["calibrated"] is True and meta["backend"] == "onnx"
+    assert 0 < meta["size_bytes"] < 2_000_000
     assert meta["sample_rate"] == 16000 and meta["window_s"] == 4.0 and meta["hop_s"] == 2.0
     card = (BUNDLED_DIR / "MODEL_CARD.md").read_text()
     assert "leave-one-generator-out" in card.lower() and "licence" in card.lower()
@@ -43,7 +43,7 @@ def test_bundled_model_loads_small_and_documented(detector) -> None:
 
 
 def test_bundled_model_loads_fast() -> None:
-    import audios.classic.detector  # noqa: F401  (imports are not what we time)
+    import onnxruntime  # noqa: F401  (imports are not what we time)
 
     t = time.perf_counter()
     load_detector(None)

@@ -144,3 +144,13 @@ def test_bundled_detector_onnx_and_torch_backends_agree(dev_corpus):
         assert a["decision"] == b["decision"]
         assert abs(a["score"] - b["score"]) < 1e-4, rel
         assert abs(a["p_fake"] - b["p_fake"]) < 1e-4
+
+
+def test_groups_pick_a_subset_of_the_same_values(ext):
+    x = (tone(500.0, 1.0, 0.3) + 0.02 * np.random.default_rng(5).standard_normal(SR)).astype(np.float32)
+    only = PortableExtractor(PortableConfig(groups=("mfcc",)))
+    assert only.columns == tuple(f"mfcc_{i}_mean" for i in range(13)) + tuple(f"mfcc_{i}_std" for i in range(13))
+    full = features(ext, x)
+    np.testing.assert_allclose(only.extract([x])[0], [full[c] for c in only.columns], rtol=1e-6)
+    with pytest.raises(ConfigError, match="groups"):
+        PortableConfig(groups=("mfcc", "pitch"))

@@ -371,6 +371,8 @@ def main() -> None:
     ap.add_argument("--card-only", action="store_true", help="only rewrite MODEL_CARD.md from train_info.json")
     ap.add_argument("--features", default="spectral")
     ap.add_argument("--model", default="logreg")
+    ap.add_argument("--portable-groups", default="mfcc",
+                    help="--features portable: summaries the model uses (measures,mfcc,dmfcc,lfcc; chosen on val)")
     ap.add_argument("--copies", type=int, default=1, help="augmented copies per train/val window")
     ap.add_argument("--bona-copies", type=int, default=None,
                     help="augmented copies per bona fide train/val window (default: --copies); >copies rebalances")
@@ -399,6 +401,8 @@ def main() -> None:
         print(json.dumps(info["speed"]))
         return
     cfg = C.SPECTRAL_EXT if args.features == "spectral" else None
+    if args.features == "portable":
+        cfg = {"groups": args.portable_groups.split(",")}
 
     full = corpus(tuple(args.synth_methods.split(",")))
     res = split_manifest(full, SplitConfig(ratios=(0.6, 0.2, 0.2), names=("train", "val", "test"), seed=args.seed))
@@ -406,7 +410,13 @@ def main() -> None:
         raise SystemExit(f"split leaks: {res.leak.errors}")
     full = res.table
     C.log.info("split:\n%s", res.summary())
-    win = window_table(full, args.features, cfg, args.copies, args.max_windows, args.seed, args.bona_copies)
+    if args.features == "portable":
+        # Every portable summary is computed (and cached) once; the chosen groups are a subset of its columns.
+        win = window_table(full, "portable", None, args.copies, args.max_windows, args.seed, args.bona_copies)
+        keep = set(get_extractor("portable", cfg).columns)
+        win = win[[c for c in win.columns if c in keep or c not in get_extractor("portable").columns]]
+    else:
+        win = window_table(full, args.features, cfg, args.copies, args.max_windows, args.seed, args.bona_copies)
     run_dir = Path(args.run_dir)
     table_path = write_table(win, run_dir.parent / f"{run_dir.name}_windows.parquet", args.features, cfg)
     tc = TrainConfig(features=str(table_path), model=args.model, out=str(run_dir), seed=args.seed,

@@ -17,14 +17,16 @@ Front end (``PortableFrontEnd``), per window:
   rate; 13 MFCCs (Slaney mel, log, orthonormal DCT-II), their regression deltas (t-2..t+2, edges repeated) and
   20 LFCCs (linear-frequency triangular filters, log, DCT) — the LFCC front end of the ASVspoof baselines.
 * The window's feature vector is the mean and the standard deviation over its active frames of each of those:
-  2 x (6 + 13 + 13 + 20) = 104 values (``FEATURE_NAMES``).
+  2 x (6 + 13 + 13 + 20) = 104 values, of which ``PortableConfig.groups`` picks what the graph outputs (the
+  bundled detector: the 26 MFCC means and stds, the group that did best on validation).
 
 Back end (``PortableDetectorNet``): standardisation, a linear score (a logistic regression fitted by
 ``audios train-classic`` on these features) and the affine calibration to a log-likelihood ratio, folded into the
 graph. Scores and thresholds mean the same as for every other detector (``audios.detect``).
 
-Files of a portable detector folder: ``model.onnx`` (the graph), ``weights.npz`` (every tensor of the PyTorch
-module, to rebuild it without ONNX), ``detector.json`` (rate, windows, threshold, feature names, provenance).
+Files of a portable detector folder: ``model.onnx`` (the graph), ``weights.npz`` (the head's tensors; with the
+front-end settings in ``detector.json`` they rebuild the PyTorch module without ONNX), ``detector.json`` (rate,
+windows, threshold, feature names, provenance).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from audios.errors import ConfigError
 SILENT_FRAME_POWER = 1e-12
 LOG_FLOOR = 1e-10
 DELTA_WIDTH = 2
+HEAD_KEYS = ("mean", "weight", "bias")
+FEATURE_GROUPS = ("measures", "mfcc", "dmfcc", "lfcc")
 FRAME_MEASURES = ("centroid", "bandwidth", "flatness", "rolloff", "entropy", "zcr")
 
 
@@ -58,8 +62,15 @@ class PortableConfig:
     n_lfcc_filters: int = 20
     n_lfcc: int = 20
     rolloff_percent: float = 0.85
+    # Which summaries the graph outputs (all are computed): measures (centroid, bandwidth, flatness, roll-off,
+    # entropy, zcr), mfcc, dmfcc (MFCC deltas), lfcc. The bundled detector keeps only mfcc, chosen on validation.
+    groups: tuple[str, ...] = FEATURE_GROUPS
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "groups", tuple(self.groups))
+        unknown = [g for g in self.groups if g not in FEATURE_GROUPS]
+        if unknown or not self.groups or len(set(self.groups)) != len(self.groups):
+            raise ConfigError(f"PortableConfig.groups={list(self.groups)}: give distinct names from {FEATURE_GROUPS}")
         for name in ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "n_mfcc", "n_lfcc_filters",
                      "n_lfcc"):
             if int(getattr(self, name)) <= 0:
@@ -72,10 +83,21 @@ class PortableConfig:
             raise ConfigError(f"PortableConfig.rolloff_percent={self.rolloff_percent} must be in (0, 1)")
 
     @property
-    def feature_names(self) -> tuple[str, ...]:
+    def all_feature_names(self) -> tuple[str, ...]:
+        """Every summary the front end computes, in its internal order (all groups)."""
         per_frame = [*FRAME_MEASURES, *(f"mfcc_{i}" for i in range(self.n_mfcc)),
                      *(f"dmfcc_{i}" for i in range(self.n_mfcc)), *(f"lfcc_{i}" for i in range(self.n_lfcc))]
         return tuple(f"{n}_mean" for n in per_frame) + tuple(f"{n}_std" for n in per_frame)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The summaries the graph outputs: those of ``groups``, in the internal order."""
+        return tuple(n for n in self.all_feature_names if feature_group(n) in self.groups)
+
+
+def feature_group(name: str) -> str:
+    head = name.split("_")[0]
+    return head if head in ("mfcc", "dmfcc", "lfcc") else "measures"
 
 
 # --- fixed matrices (numpy, so the formulas are testable without torch) ------------------------------------------
@@ -138,7 +160,7 @@ def _torch():
 
 
 def build_frontend(config: PortableConfig = PortableConfig()) -> Any:
-    """The front end as an ``nn.Module``: (batch, samples) float32 -> (batch, 104) float32."""
+    """The front end as an ``nn.Module``: (batch, samples) float32 -> (batch, len(feature_names)) float32."""
     torch = _torch()
     nn = torch.nn
     F = torch.nn.functional
@@ -162,6 +184,9 @@ def build_frontend(config: PortableConfig = PortableConfig()) -> Any:
             w = np.zeros((1, 1, 2 * DELTA_WIDTH + 1))
             w[0, 0] = np.arange(-DELTA_WIDTH, DELTA_WIDTH + 1) / (2 * sum(n * n for n in range(1, DELTA_WIDTH + 1)))
             self.register_buffer("delta_kernel", torch.tensor(w, dtype=f32))
+            keep = [i for i, n in enumerate(c.all_feature_names) if feature_group(n) in c.groups]
+            self.register_buffer("keep", torch.tensor(keep, dtype=torch.long))
+            self.select = len(keep) < len(c.all_feature_names)
 
         def forward(self, waveform: torch.Tensor) -> torch.Tensor:
             pad = c.n_fft // 2
@@ -205,7 +230,8 @@ def build_frontend(config: PortableConfig = PortableConfig()) -> Any:
             weight = active[..., None]
             mean = (per_frame * weight).sum(1) / n_active[:, None]
             var = (((per_frame - mean[:, None, :]) ** 2) * weight).sum(1) / n_active[:, None]
-            return torch.cat([mean, torch.sqrt(var)], dim=-1)
+            out = torch.cat([mean, torch.sqrt(var)], dim=-1)
+            return out[:, self.keep] if self.select else out
 
     return PortableFrontEnd().eval()
 
@@ -242,7 +268,7 @@ def build_detector_net(config: PortableConfig, mean: np.ndarray, scale: np.ndarr
 # --- the feature extractor (``audios features -e portable``) -------------------------------------------------------
 
 class PortableExtractor:
-    """The portable front end as a feature extractor: one 104-d vector per recording (needs torch)."""
+    """The portable front end as a feature extractor: one vector per recording (needs torch)."""
 
     name: ClassVar[str] = "portable"
     kind: ClassVar[str] = "vector"
@@ -325,7 +351,8 @@ def export_portable(config: PortableConfig, head: PortableHead, out_dir: str | P
     if max_diff > 1e-4:
         raise ConfigError(f"{onnx_path}: ONNX Runtime differs from PyTorch by {max_diff:.3g} (limit 1e-4)")
     tmp.replace(onnx_path)
-    state = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+    # Only the head: the front end's fixed matrices are rebuilt from the config (same formulas, same float32).
+    state = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items() if k in HEAD_KEYS}
     np.savez(out_dir / "weights.npz", **state)
     info = {
         "name": name, "format": "audios-portable", "format_version": 1, "sample_rate": config.sample_rate,
@@ -365,7 +392,9 @@ def load_torch_net(folder: str | Path) -> Any:
     net = build_detector_net(config, np.zeros(d), np.ones(d), np.zeros(d), 0.0, 1.0, 0.0)
     with np.load(folder / "weights.npz") as z:
         state = {k: torch.from_numpy(np.asarray(z[k])) for k in z.files}
-    net.load_state_dict(state)
+    if sorted(state) != sorted(HEAD_KEYS):
+        raise ConfigError(f"{folder / 'weights.npz'}: holds {sorted(state)}, expected {sorted(HEAD_KEYS)}")
+    net.load_state_dict(state, strict=False)
     return net.eval()
 
 
