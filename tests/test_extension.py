@@ -123,7 +123,8 @@ def built() -> Path:
 
 
 def _page(body: str) -> bytes:
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>test</title></head><body>{body}</body></html>".encode()
+    head = "<meta charset='utf-8'><title>test</title>"
+    return f"<!doctype html><html><head>{head}</head><body>{body}</body></html>".encode()
 
 
 class _Site(SimpleHTTPRequestHandler):
@@ -342,7 +343,8 @@ def _python_result(detector, path: Path) -> dict:
 
 def _assert_same(browser_result: dict, expected: dict) -> None:
     assert browser_result["decision"] == expected["decision"]
-    assert abs(browser_result["p_fake"] - expected["p_fake"]) < TOLERANCE, (browser_result["p_fake"], expected["p_fake"])
+    got, want = browser_result["p_fake"], expected["p_fake"]
+    assert abs(got - want) < TOLERANCE, (got, want)
     assert len(browser_result["windows"]) == len(expected["windows"])
     for got, want in zip(browser_result["windows"], expected["windows"], strict=True):
         assert abs(got["start_s"] - want["start_s"]) < 0.01 and abs(got["end_s"] - want["end_s"]) < 0.01
