@@ -2,7 +2,9 @@
 
 Endpoints: ``POST /v1/detect`` (multipart field ``file`` or the raw audio bytes as the body), ``GET /v1/model``,
 ``GET /healthz``, the OpenAPI schema at ``/openapi.json`` with a local docs page at ``/docs``, and the web page
-at ``/`` (static files in ``static/``, no CDN).
+at ``/`` (static files in ``static/``, no CDN). The page can also judge a file inside the browser, uploading
+nothing: ``/ondevice.json`` says whether the runtime is built, ``/ondevice/model.onnx`` and ``/ondevice/detector.json``
+serve the bundled portable detector (see ``audios.webexport``).
 
 Protections:
 - uploads are capped before decoding: ``Content-Length`` is checked first, then bytes are counted while the
@@ -42,6 +44,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from audios.audio import AudioConfig, load_audio
 from audios.detect import DetectConfig, Detector, detect_signal
 from audios.errors import AudioError, ConfigError, TooLongError
+from audios.webexport import MODEL_FILES, bundled_model_dir, ondevice_manifest, ondevice_status
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,9 @@ class ServeConfig:
     # Spectrograms are drawn from the whole decoded signal; longer uploads get the verdict without one.
     max_spectrogram_s: float = 600.0
     tmp_root: str | None = None  # where the private upload folder is made; None: the system temp dir
+    # The portable detector (model.onnx + detector.json) the page runs in the browser ("Check on this device");
+    # None: the bundled one. It is independent of the server's own detector.
+    ondevice_dir: str | None = None
     read_chunk_bytes: int = field(default=64 * 1024, repr=False)
 
     def __post_init__(self) -> None:
@@ -409,6 +415,7 @@ def create_app(detector: Detector, config: ServeConfig = ServeConfig()) -> FastA
     tmp_dir = Path(tempfile.mkdtemp(prefix="audios-serve-", dir=config.tmp_root))
     pool = _Pool(config.workers, config.max_queue)
     info = {k: v for k, v in detector.info().items() if k != "path"}  # no server paths in responses
+    ondevice_dir = Path(config.ondevice_dir) if config.ondevice_dir else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -566,6 +573,22 @@ def create_app(detector: Detector, config: ServeConfig = ServeConfig()) -> FastA
         log.info("detect %s: %s p_fake=%.3f %.1fs in %.0f ms", name, result["decision"], result["p_fake"],
                  result["duration_s"], result["latency_ms"])
         return result
+
+    @app.get("/ondevice.json", include_in_schema=False)
+    async def ondevice() -> dict[str, Any]:
+        """Whether the page can run the detector in the browser, and where its model and runtime are."""
+        detector_json, reason = ondevice_status(ondevice_dir)
+        return ondevice_manifest(detector_json, reason, server=True, model_base="ondevice/",
+                                 runtime_base="static/ondevice/")
+
+    @app.get("/ondevice/{name}", include_in_schema=False)
+    async def ondevice_file(name: str) -> FileResponse:
+        """model.onnx and detector.json of the in-browser detector (from the package data, not from static/)."""
+        path = (ondevice_dir or bundled_model_dir()) / name
+        if name not in MODEL_FILES or not path.is_file():
+            raise ServiceError(404, "not found")
+        return FileResponse(path, media_type="application/json" if name.endswith(".json") else
+                            "application/octet-stream")
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

@@ -1,9 +1,14 @@
 "use strict";
-// The audios web page: upload or record a clip, POST it to /v1/detect, show the verdict and the spectrogram.
+// The audios web page: upload or record a clip, then either POST it to /v1/detect (server) or judge it inside
+// this browser with the bundled detector (ONNX Runtime Web; nothing is uploaded). Shows the verdict, the
+// per-window timeline and, from the server, the spectrogram. ondevice.json (served by `audios serve`, written by
+// `audios export-web`) says whether the in-browser detector is available and whether a server is behind the page.
 (function () {
   const $ = (id) => document.getElementById(id);
   let maxUploadBytes = null;
   let busy = false;
+  let ondevice = null; // the parsed ondevice.json
+  let deviceDetector = null; // promise of the loaded in-browser detector
 
   function showStatus(text, isError) {
     const el = $("status");
@@ -29,7 +34,100 @@
     }
   }
 
-  function showResult(r, roundTripMs) {
+  function onDevice() {
+    return $("where-device").checked;
+  }
+
+  function absolute(url) {
+    return new URL(url, document.baseURI).href;
+  }
+
+  async function setUpOnDevice() {
+    try {
+      const r = await fetch("ondevice.json", { cache: "no-store" });
+      ondevice = r.ok ? await r.json() : null;
+    } catch (e) {
+      ondevice = null;
+    }
+    const status = $("device-status");
+    if (ondevice && ondevice.server === false) {
+      // A static export: no server to upload to, so the page only checks on this device.
+      document.body.classList.add("static");
+      $("where-server").disabled = true;
+      $("where-server-label").hidden = true;
+      $("explain-label").hidden = true;
+      $("footer").hidden = true;
+    }
+    if (ondevice && ondevice.available) {
+      $("where-device").disabled = false;
+      status.textContent = "model " + ondevice.name + "; loaded once, then runs offline";
+      if (ondevice.server === false) {
+        $("where-device").checked = true;
+        $("model").textContent = "Model: " + ondevice.name + " · runs in this browser, nothing is uploaded";
+      }
+    } else {
+      status.textContent = "unavailable: " + ((ondevice && ondevice.reason) || "no ondevice.json");
+    }
+    if (!ondevice || ondevice.server !== false) loadModel();
+    syncOptions();
+  }
+
+  function syncOptions() {
+    // Saliency maps and segments need the server.
+    $("explain").disabled = onDevice();
+  }
+
+  function loadDeviceDetector() {
+    if (!deviceDetector) {
+      const t0 = performance.now();
+      deviceDetector = import(absolute(ondevice.script_url))
+        .then((mod) => mod.loadDetector({
+          modelUrl: absolute(ondevice.model_url),
+          configUrl: absolute(ondevice.config_url),
+          wasmPaths: { wasm: absolute(ondevice.wasm_url) },
+        }))
+        .then((detector) => ({ detector, loadMs: performance.now() - t0 }));
+      deviceDetector.catch(() => { deviceDetector = null; }); // let a later click retry
+    }
+    return deviceDetector;
+  }
+
+  function drawTimeline(r) {
+    // The bottom panel of the server's spectrogram picture, as SVG: each window's p_fake as a grey span and
+    // an orange point at its centre, the threshold dotted, flagged regions shaded red.
+    const svg = $("timeline");
+    const parts = [];
+    const W = 900, H = 150, left = 44, right = 12, top = 8, bottom = 26;
+    svg.setAttribute("viewBox", "0 0 " + W + " " + H);
+    const duration = Math.max(r.duration_s, ...r.windows.map((w) => w.end_s), 1e-3);
+    const x = (t) => left + (t / duration) * (W - left - right);
+    const y = (p) => top + (1 - p) * (H - top - bottom);
+    // Markup assigned to an <svg> element's innerHTML is parsed as SVG; every value here is a number or fixed text.
+    const add = (name, attrs, text) => {
+      const a = Object.entries(attrs).map(([k, v]) => k + '="' + (typeof v === "number" ? v.toFixed(2) : v) + '"').join(" ");
+      parts.push("<" + name + " " + a + (text === undefined ? "/>" : ">" + text + "</" + name + ">"));
+    };
+    add("rect", { x: left, y: top, width: W - left - right, height: H - top - bottom, class: "tl-frame" });
+    r.flagged_regions.forEach((g) => add("rect", { x: x(g.start_s), y: top, width: Math.max(1, x(g.end_s) - x(g.start_s)),
+      height: H - top - bottom, class: "tl-flagged" }));
+    [0, 0.5, 1].forEach((p) => {
+      add("line", { x1: left, x2: W - right, y1: y(p), y2: y(p), class: "tl-grid" });
+      add("text", { x: left - 6, y: y(p) + 4, class: "tl-label", "text-anchor": "end" }, p.toFixed(1));
+    });
+    const step = [0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300].find((s) => duration / s <= 10) || 600;
+    for (let t = 0; t <= duration + 1e-9; t += step) {
+      add("text", { x: x(t), y: H - 8, class: "tl-label", "text-anchor": "middle" }, (step < 1 ? t.toFixed(1) : t) + " s");
+    }
+    const pThreshold = 1 - 1 / (1 + Math.exp(-r.threshold));
+    add("line", { x1: left, x2: W - right, y1: y(pThreshold), y2: y(pThreshold), class: "tl-threshold" });
+    r.windows.forEach((w) => add("line", { x1: x(w.start_s), x2: x(w.end_s), y1: y(w.p_fake), y2: y(w.p_fake), class: "tl-span" }));
+    const centres = r.windows.map((w) => [x((w.start_s + w.end_s) / 2), y(w.p_fake)]);
+    add("polyline", { points: centres.map((c) => c.join(",")).join(" "), class: "tl-line" });
+    centres.forEach(([cx, cy]) => add("circle", { cx, cy, r: 3, class: "tl-point" }));
+    svg.innerHTML = parts.join("");
+  }
+
+  function showResult(r, roundTripMs, source, loadMs) {
     const fake = r.decision === "fake";
     const verdict = $("verdict");
     verdict.className = "verdict " + (fake ? "fake" : "real");
@@ -39,12 +137,15 @@
     $("score").textContent = r.score.toFixed(2) + " (threshold " + r.threshold.toFixed(2) + ")";
     $("duration").textContent = r.duration_s.toFixed(2) + " s, " + r.windows.length + " window" +
       (r.windows.length === 1 ? "" : "s");
-    $("latency").textContent = Math.round(r.latency_ms) + " ms scoring, " + Math.round(roundTripMs) +
-      " ms round trip";
+    $("latency").textContent = source === "device"
+      ? Math.round(r.latency_ms) + " ms on this device (decode, resample, model)" +
+        (loadMs ? "; detector loaded in " + Math.round(loadMs) + " ms" : "")
+      : Math.round(r.latency_ms) + " ms scoring, " + Math.round(roundTripMs) + " ms round trip";
     $("flagged").textContent = r.flagged_regions.length === 0 ? "none" :
       r.flagged_regions.map((g) => g.start_s.toFixed(1) + "–" + g.end_s.toFixed(1) + " s").join(", ");
     const segs = r.segment_regions || [];
-    $("segment-flagged").textContent = !r.segments ? "not computed" : segs.length === 0 ? "none" :
+    $("segment-flagged").textContent = source === "device" ? "not computed (server only)" :
+      !r.segments ? "not computed" : segs.length === 0 ? "none" :
       segs.map((g) => g.start_s.toFixed(2) + "–" + g.end_s.toFixed(2) + " s").join(", ");
     const explanation = $("explanation");
     if (r.explanation_png) {
@@ -62,11 +163,40 @@
     } else {
       img.removeAttribute("src");
     }
-    $("result").hidden = false;
+    drawTimeline(r);
+    const result = $("result");
+    // Full-precision values for scripts and tests (the text above is rounded).
+    result.dataset.source = source;
+    result.dataset.pFake = String(r.p_fake);
+    result.dataset.score = String(r.score);
+    result.dataset.decision = r.decision;
+    result.dataset.latencyMs = String(r.latency_ms);
+    result.hidden = false;
+  }
+
+  async function detectOnDevice(blob, filename) {
+    busy = true;
+    const t0 = performance.now();
+    try {
+      let loaded = deviceDetector;
+      if (!loaded) showStatus("Loading the detector into this browser…", false);
+      loaded = await loadDeviceDetector();
+      showStatus("Analysing " + filename + " (" + fmtBytes(blob.size) + ") on this device…", false);
+      const r = await loaded.detector.detectArrayBuffer(await blob.arrayBuffer(), filename);
+      showStatus("", false);
+      const firstLoad = loaded.shown ? 0 : loaded.loadMs;
+      loaded.shown = true;
+      showResult(r, performance.now() - t0, "device", firstLoad);
+    } catch (e) {
+      showStatus("Error on this device: " + (e && e.message ? e.message : e), true);
+    } finally {
+      busy = false;
+    }
   }
 
   async function detect(blob, filename) {
     if (busy) return;
+    if (onDevice()) return detectOnDevice(blob, filename);
     if (maxUploadBytes !== null && blob.size > maxUploadBytes) {
       showStatus(filename + " is " + fmtBytes(blob.size) + ", above the " + fmtBytes(maxUploadBytes) +
         " limit.", true);
@@ -88,7 +218,7 @@
         return;
       }
       showStatus("", false);
-      showResult(body, performance.now() - t0);
+      showResult(body, performance.now() - t0, "server", 0);
     } catch (e) {
       showStatus("The upload failed: " + e.message, true);
     } finally {
@@ -171,5 +301,6 @@
 
   setUpInput();
   setUpRecorder();
-  loadModel();
+  document.querySelectorAll('input[name="where"]').forEach((el) => el.addEventListener("change", syncOptions));
+  setUpOnDevice();
 })();
