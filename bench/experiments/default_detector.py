@@ -239,7 +239,13 @@ def render_card(info: dict) -> str:
         f"spectral and cepstral summaries per 4 s window, and a `{info['model']}` back-end with logistic calibration, "
         "folded into the graph). `audios detect` and `audios serve` run it through ONNX Runtime when no `--model` is "
         "given (no PyTorch needed: `pip install audios`); `--backend torch` runs the same graph in PyTorch, the web "
-        "page's on-device check and the browser extension run it in onnxruntime-web. It was trained on a tiny, "
+        "page's on-device check and the browser extension run it in onnxruntime-web. It uses the 26 MFCC means and "
+        "standard deviations of each window: of the portable front end's summary groups (MFCC, MFCC deltas, LFCC, "
+        "spectral measures) this one had the lowest validation EER and the lowest leave-one-generator-out mean "
+        "(`bench/experiments/portable_groups.py`, BENCHMARKS.md *Light install*). The bundled detector before it "
+        "(librosa spectral summaries with spectral contrast, scikit-learn) did better on the 21 never-seen "
+        "generators (EER 29.4 % vs this one's, below) but could not run without scikit-learn and librosa; "
+        "closing that gap inside the graph is open work. It was trained on a tiny, "
         "LJSpeech-heavy corpus of older vocoders plus simple home-made spoofs: treat its verdicts as a weak hint, "
         "not evidence.",
         "",
