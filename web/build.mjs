@@ -24,7 +24,7 @@ await build({
   platform: "browser",
   target: ["es2020"],
   minify: true,
-  legalComments: "linked",
+  legalComments: "eof",
   logLevel: "warning",
 });
 copyFileSync(join(ortDist, WASM), join(out, WASM));
