@@ -146,7 +146,8 @@ def export_web(out_dir: str | Path, model_dir: str | Path | None = None, overwri
             raise WebExportError(f"{out}: the folder is not empty (pass --force to replace an earlier export)")
         if not (out / "ondevice.json").is_file():
             # --force replaces earlier exports only, never an unrelated folder given by mistake.
-            raise WebExportError(f"{out}: not empty and not an earlier export (no ondevice.json); choose another folder")
+            raise WebExportError(f"{out}: not empty and not an earlier export (no ondevice.json); "
+                                 "choose another folder")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
