@@ -401,12 +401,13 @@ def test_cli_serve_builds_the_app_and_runs_uvicorn(monkeypatch):
     from audios.cli.app import app as cli_app
 
     calls = {}
-    monkeypatch.setattr(audios.detect, "load_detector", lambda spec: (calls.__setitem__("spec", spec), HfDetector())[1])
+    monkeypatch.setattr(audios.detect, "load_detector",
+                        lambda spec, backend: (calls.update(spec=spec, backend=backend), HfDetector())[1])
     monkeypatch.setattr(uvicorn, "run", lambda service, **kw: calls.update(app=service, **kw))
     result = CliRunner().invoke(cli_app, ["serve", "--model", "x.joblib", "--port", "9123", "--workers", "3",
-                                          "--max-upload-mb", "1"])
+                                          "--max-upload-mb", "1", "--backend", "torch"])
     assert result.exit_code == 0, result.output
-    assert calls["spec"] == "x.joblib" and calls["port"] == 9123 and calls["host"] == "127.0.0.1"
+    assert calls["spec"] == "x.joblib" and calls["backend"] == "torch" and calls["port"] == 9123 and calls["host"] == "127.0.0.1"
     config = calls["app"].state.config
     assert config.workers == 3 and config.max_upload_bytes == 1024 * 1024
     calls["app"].state.pool.shutdown()
