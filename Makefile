@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 DATA   ?=
 OUT    ?= runs/demo
 
-.PHONY: install system-deps demo test bench clean
+.PHONY: install system-deps web extension demo test bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,17 @@ demo: install
 system-deps:
 	@bash scripts/install-system-deps.sh
 
-test: install system-deps
+# The in-browser detector (onnxruntime-web from the npm registry, bundled locally) for `audios serve`'s
+# "check on this device" and `audios export-web`, and the browser extension. Without npm their tests skip.
+web:
+	@if command -v npm >/dev/null; then npm --prefix web ci --no-audit --no-fund && npm --prefix web run build; \
+	else echo "npm not found: the on-device page, export-web and browser-extension tests will be skipped"; fi
+
+extension:
+	@if command -v npm >/dev/null; then npm --prefix extension ci --no-audit --no-fund && \
+	npm --prefix extension run build; fi
+
+test: install system-deps web extension
 	$(BIN)/python -m pytest -q
 
 bench: install
