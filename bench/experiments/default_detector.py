@@ -245,7 +245,7 @@ def render_card(info: dict) -> str:
         "(`bench/experiments/portable_groups.py`, BENCHMARKS.md *Light install*). The bundled detector before it "
         "(librosa spectral summaries with spectral contrast, scikit-learn) did better on the 21 never-seen "
         "generators (EER 29.4 % vs this one's, below) but could not run without scikit-learn and librosa; "
-        "closing that gap inside the graph is open work. It was trained on a tiny, "
+        "why is not settled (BENCHMARKS.md), and closing that gap is open work. It was trained on a tiny, "
         "LJSpeech-heavy corpus of older vocoders plus simple home-made spoofs: treat its verdicts as a weak hint, "
         "not evidence.",
         "",
