@@ -98,6 +98,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_healthy(port: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError("light `audios serve` did not come up in 60 s")
+
+
 def test_light_serve_answers_a_request(light_venv, tmp_path):
     port = _free_port()
     clip = tmp_path / "clip.wav"
@@ -105,16 +117,7 @@ def test_light_serve_answers_a_request(light_venv, tmp_path):
     proc = subprocess.Popen([str(light_venv / "bin" / "audios"), "serve", "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.3)
-        else:
-            raise AssertionError("light `audios serve` did not come up in 60 s")
+        _wait_healthy(port)
         boundary = "audiosboundary"
         body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"clip.wav\"\r\n"
                 "Content-Type: audio/wav\r\n\r\n").encode() + clip.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
@@ -124,6 +127,36 @@ def test_light_serve_answers_a_request(light_venv, tmp_path):
             answer = json.loads(resp.read())
         assert answer["decision"] in ("real", "fake")
         assert 0.0 <= answer["p_fake"] <= 1.0 and np.isfinite(answer["score"])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_light_serve_options_that_need_the_research_stack_say_so(light_venv, tmp_path):
+    """?spectrogram=1 answers without the picture; ?segments=1 gets a 501 naming the missing package."""
+    import urllib.error
+
+    clip = tmp_path / "clip.wav"
+    write(clip, speechlike(2.0, f0_hz=150, seed=8))
+    port = _free_port()
+    proc = subprocess.Popen([str(light_venv / "bin" / "audios"), "serve", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_healthy(port)
+
+        def post(query: str) -> tuple[int, dict]:
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/detect?{query}", data=clip.read_bytes(),
+                                         method="POST", headers={"Content-Type": "audio/wav"})
+            try:
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    return resp.status, json.loads(resp.read())
+            except urllib.error.HTTPError as exc:
+                return exc.code, json.loads(exc.read())
+
+        status, body = post("spectrogram=1")
+        assert status == 200 and body["spectrogram_png"] is None and body["decision"] in ("real", "fake")
+        status, body = post("segments=1")
+        assert status == 501 and "audios[all]" in body["error"]
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -392,10 +392,12 @@ def _score_upload(detector: Detector, config: ServeConfig, path: Path, name: str
             title = f"{name}: {result['decision'].upper()}  p_fake={result['p_fake']:.3f}"
             result["explanation_png"] = _explanation_png(detector, x, title, folder)
         if with_spectrogram:
+            result["spectrogram_png"] = None
             if result["duration_s"] <= config.max_spectrogram_s:
-                result["spectrogram_png"] = _spectrogram_png(x, detector.sample_rate, result, folder)
-            else:
-                result["spectrogram_png"] = None
+                try:
+                    result["spectrogram_png"] = _spectrogram_png(x, detector.sample_rate, result, folder)
+                except ModuleNotFoundError as exc:  # the light install has no matplotlib: verdict without a picture
+                    log.info("no spectrogram image: %s is not installed", exc.name)
         return result
     finally:
         _discard(path)
@@ -488,7 +490,7 @@ def create_app(detector: Detector, config: ServeConfig = ServeConfig()) -> FastA
                     "`application/octet-stream` content type. Returns p_fake, the decision, the score (LLR), "
                     "the threshold, the duration, the latency, per-window probabilities and flagged regions. "
                     "Errors: 413 too large, 415 wrong content type, 422 not usable audio (empty, unreadable, "
-                    "silent, too long), 503 busy, 504 timed out.",
+                    "silent, too long), 501 option not installed (light install), 503 busy, 504 timed out.",
         response_model=Detection,
         response_model_exclude_unset=True,
         # The body is read as a stream (to cap it before decoding), so it is described here by hand.
@@ -500,7 +502,8 @@ def create_app(detector: Detector, config: ServeConfig = ServeConfig()) -> FastA
         }}},
         responses={code: {"model": ErrorBody, "description": text} for code, text in (
             (400, "Malformed request"), (413, "Upload too large"), (415, "Wrong content type"),
-            (422, "Not usable audio"), (500, "Internal error (no details)"), (503, "Too many requests queued"),
+            (422, "Not usable audio"), (500, "Internal error (no details)"),
+            (501, "Option (segments, explain) not available in this install"), (503, "Too many requests queued"),
             (504, "Timed out"))},
     )
     async def detect(request: Request,
@@ -567,6 +570,10 @@ def create_app(detector: Detector, config: ServeConfig = ServeConfig()) -> FastA
                                         "request timeout") from None
             except AudioError as exc:
                 raise ServiceError(422, _audio_error_message(exc, tmp_dir)) from None
+            except ModuleNotFoundError as exc:  # segments / explain on the light install
+                package = (exc.name or "a package").split(".")[0]
+                raise ServiceError(501, f"this option needs {package!r}, which this server's install lacks "
+                                        "(pip install 'audios[all]'); plain detection works") from None
         finally:
             _discard(path)
         result["model"] = detector.name
