@@ -8,9 +8,6 @@ from typing import Optional
 import typer
 
 from audios.cli.app import app, console, friendly_errors
-from audios.train.ablate import load_ablate_config, run_ablation
-from audios.train.compare import audio_set, compare_checkpoints, find_checkpoints
-from audios.train.export import ExportConfig, export_variants
 
 
 @app.command("compare-checkpoints")
@@ -34,6 +31,8 @@ def compare_checkpoints_command(
 
     Example: audios compare-checkpoints runs/rawcnn runs/aasist/best.pt --audio-dir data/holdout -o runs/cmp
     """
+    from audios.train.compare import audio_set, compare_checkpoints, find_checkpoints
+
     checkpoints = find_checkpoints(list(run_or_files), best_only=best_only)
     result = compare_checkpoints(checkpoints, audio_set(audio_dir, manifest), out, device=device, progress=progress)
     console.print(result.summary(), soft_wrap=True)
@@ -56,6 +55,8 @@ def ablate_command(
 
     Example: audios ablate configs/ablate-example.yaml -o runs/ablate --set base.epochs=3
     """
+    from audios.train.ablate import load_ablate_config, run_ablation
+
     result = run_ablation(load_ablate_config(config, list(set_)), out, manifest=manifest, progress=progress)
     console.print(result.summary(), soft_wrap=True)
 
@@ -83,6 +84,8 @@ def export_command(
 
     Example: audios export runs/rawcnn/best.pt --onnx --int8 --prune 0.5 -m runs/dev/split.csv -o runs/rawcnn/export
     """
+    from audios.train.export import ExportConfig, export_variants
+
     config = ExportConfig(onnx=onnx, int8=int8, prune_amount=prune, opset=opset, tolerance=tolerance,
                           latency_runs=runs, split=split)
     result = export_variants(checkpoint, out, config, manifest=manifest)

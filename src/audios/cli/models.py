@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 
 from audios.cli.app import app, friendly_errors
-from audios.models.aasist import load_released_checkpoint, score_files
 
 
 @app.command("aasist-score")
@@ -24,6 +23,8 @@ def aasist_score(
 
     Example: audios aasist-score ../shared/models/aasist/AASIST.pth clip1.wav clip2.flac
     """
+    from audios.models.aasist import load_released_checkpoint, score_files
+
     model = load_released_checkpoint(checkpoint)
     result = score_files(model, list(files), batch_size=batch_size, progress=progress)
     for path, score in result.scores:

@@ -9,7 +9,6 @@ import typer
 
 from audios.cli.app import app, console, friendly_errors
 from audios.errors import ConfigError
-from audios.train import load_train_config, resume, train
 
 
 @app.command("train")
@@ -37,6 +36,8 @@ def train_command(
 
     Example: audios train runs/dev/split.csv -c configs/rawcnn.yaml -o runs/rawcnn --set epochs=5
     """
+    from audios.train import load_train_config, resume, train
+
     if resume_dir is not None:
         if manifest is not None or config is not None or set_ or model or epochs or seed is not None:
             raise ConfigError("--resume continues a run with its own manifest and settings; only --device may change")
