@@ -29,9 +29,12 @@ def _one_blas_thread() -> None:
 
 def map_ordered(
     fn: Callable[[T], R], items: Iterable[T], workers: int = 1, desc: str = "", progress: bool = False,
-    total: int | None = None,
+    total: int | None = None, chunksize: int | None = None,
 ) -> Iterator[R]:
-    """Yield ``fn(item)`` in input order; ``workers > 1`` uses a process pool (``fn`` must be picklable)."""
+    """Yield ``fn(item)`` in input order; ``workers > 1`` uses a process pool (``fn`` must be picklable).
+
+    ``chunksize``: items sent to a worker at once (default: a few per worker); 1 balances uneven items best.
+    """
     items = list(items)
     bar = progress_bar(total or len(items), desc, progress)
     try:
@@ -41,7 +44,9 @@ def map_ordered(
                 bar.update()
         else:
             with ProcessPoolExecutor(max_workers=workers, initializer=_one_blas_thread) as pool:
-                for result in pool.map(fn, items, chunksize=max(1, min(16, len(items) // (workers * 8) or 1))):
+                if chunksize is None:
+                    chunksize = max(1, min(16, len(items) // (workers * 8) or 1))
+                for result in pool.map(fn, items, chunksize=chunksize):
                     yield result
                     bar.update()
     finally:

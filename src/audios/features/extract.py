@@ -412,7 +412,12 @@ def extract_features(
     bar = progress_bar(len(todo), extractor.name, progress)
     try:
         batches = list(_batches(todo, batch_size))
-        for batch, (done, skipped) in zip(batches, map_ordered(work, batches, workers=workers), strict=True):
+        if workers > 1:
+            # Longest batches first, one at a time: the workers finish together instead of one idling while
+            # the other works through the longest files at the end (batches stay length-bucketed).
+            batches = batches[::-1]
+        results = map_ordered(work, batches, workers=workers, chunksize=1 if workers > 1 else None)
+        for batch, (done, skipped) in zip(batches, results, strict=True):
             buffer.extend(done)
             failed.update(skipped)
             if len(buffer) >= part_size:
