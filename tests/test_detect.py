@@ -182,3 +182,19 @@ def test_a_trained_deep_run_loads_as_a_detector(tmp_path):
     result = detect_path(detector, write(tmp_path / "a.wav", speechlike(1.2)))
     assert len(result["windows"]) == 4 and np.isfinite(result["score"])
     assert detector.info()["n_params"] > 0
+
+
+def test_cli_segments_context_is_passed_and_checked(tmp_path):
+    from audios.localize import SegmentConfig
+
+    clip = tmp_path / "c.wav"
+    write(clip, speechlike(3.0, f0_hz=140, seed=11))
+    result = CliRunner().invoke(app, ["detect", str(clip), "--json", "--segments", "--context-s", "1.0"])
+    assert result.exit_code == 0, result.output
+    (got,) = json.loads(result.stdout)
+    want = detect_path(load_detector(), clip, DetectConfig(segments=SegmentConfig(context_s=1.0)))
+    assert [s["p_fake"] for s in got["segments"]] == pytest.approx([s["p_fake"] for s in want["segments"]])
+    default = detect_path(load_detector(), clip, DetectConfig(segments=SegmentConfig()))
+    assert [s["p_fake"] for s in got["segments"]] != pytest.approx([s["p_fake"] for s in default["segments"]])
+    bad = CliRunner().invoke(app, ["detect", str(clip), "--segments", "--context-s", "0.01"])
+    assert bad.exit_code == 2 and "context_s" in bad.output
