@@ -29,8 +29,10 @@ TASKS: tuple[Task, ...] = (
     Task("evaluate", "evaluation", "EER, minDCF, Cllr, AUC, ECE with bootstrap CIs and per-attack tables"),
     Task("model-card", "evaluation", "MODEL_CARD.md generated from a run"),
     Task("detect", "detection", "score files, folders and long recordings"),
-    Task("serve", "detection", "web service and page for detection"),
+    Task("serve", "detection", "web service and page for detection (server-side or on the user's device)"),
+    Task("export-web", "detection", "static web page that runs the bundled detector in the browser, no upload"),
     Task("fuse", "beyond", "logistic-regression fusion of several detectors' scores"),
+    Task("localize-eval", "beyond", "segment-level EER and boundary precision/recall on partly spoofed audio"),
     Task("explain", "beyond", "saliency over the spectrogram for a verdict"),
     Task("run", "pipeline", "run a whole pipeline from a YAML file, skipping unchanged stages"),
 )
