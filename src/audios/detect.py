@@ -295,8 +295,6 @@ def load_detector(spec: str | None = None, backend: str = "onnx") -> Detector:
     if backend not in BACKENDS:
         raise ConfigError(f"backend={backend!r} must be one of {BACKENDS}")
     if spec in (None, "", "default"):
-        if not (BUNDLED_DIR / "detector.json").exists() and (BUNDLED_DIR / "model.joblib").exists():
-            return ClassicDetectorAdapter(BUNDLED_DIR, name="audios-default")  # an older classic bundle
         if not (BUNDLED_DIR / "detector.json").exists():
             raise ConfigError(f"the bundled default detector is missing from {BUNDLED_DIR}; pass --model")
         return PortableDetectorAdapter(BUNDLED_DIR, backend=backend, name="audios-default")

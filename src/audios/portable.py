@@ -175,9 +175,8 @@ def build_frontend(config: PortableConfig = PortableConfig()) -> Any:
             self.register_buffer("freqs", torch.tensor(np.linspace(0, c.sample_rate / 2, n_bins), dtype=f32))
             self.register_buffer("mel", torch.tensor(slaney_mel_filters(c.sample_rate, c.n_fft, c.n_mels).T,
                                                      dtype=f32))
-            lin_edges = np.linspace(0.0, c.sample_rate / 2, c.n_lfcc_filters + 2)
-            self.register_buffer("lin", torch.tensor(triangular_filters(lin_edges, c.sample_rate, c.n_fft).T,
-                                                     dtype=f32))
+            lin = triangular_filters(np.linspace(0.0, c.sample_rate / 2, c.n_lfcc_filters + 2), c.sample_rate, c.n_fft)
+            self.register_buffer("lin", torch.tensor(lin.T, dtype=f32))
             self.register_buffer("dct_mel", torch.tensor(dct_matrix(c.n_mels, c.n_mfcc), dtype=f32))
             self.register_buffer("dct_lin", torch.tensor(dct_matrix(c.n_lfcc_filters, c.n_lfcc), dtype=f32))
             self.register_buffer("zcr_kernel", torch.full((1, 1, c.n_fft), 1.0 / c.n_fft, dtype=f32))

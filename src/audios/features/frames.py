@@ -25,6 +25,7 @@ import scipy.fft
 
 from audios.errors import ConfigError
 from audios.features.base import check_batch, positive
+from audios.portable import triangular_filters
 
 DELTA_WIDTH = 2  # regression over t-2..t+2, the HTK default
 
@@ -49,12 +50,7 @@ def power_spectrogram(x: np.ndarray, n_fft: int, win_length: int, hop_length: in
 
 def linear_filterbank(sample_rate: int, n_fft: int, n_filters: int, f_min_hz: float, f_max_hz: float) -> np.ndarray:
     """Triangular filters with centres equally spaced in Hz: (n_filters, n_fft // 2 + 1), peak 1."""
-    bins_hz = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
-    edges = np.linspace(f_min_hz, f_max_hz, n_filters + 2)
-    lo, centre, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    rising = (bins_hz - lo) / (centre - lo)
-    falling = (hi - bins_hz) / (hi - centre)
-    return np.maximum(0.0, np.minimum(rising, falling))
+    return triangular_filters(np.linspace(f_min_hz, f_max_hz, n_filters + 2), sample_rate, n_fft)
 
 
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min_hz: float, f_max_hz: float) -> np.ndarray:
