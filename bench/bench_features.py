@@ -18,8 +18,9 @@ group-norm CNN, no attention mask; it costs what the real checkpoint costs):
 * ours: ``extract_features`` with the ``ssl`` extractor (recordings sorted by duration, windows bucketed
   into passes that pad at most 10%, padded frames left out of the mean), one process.
 
-Both in fp32 and with dynamic int8 (``quantize="int8"``), on a random sample of dev files (in manifest
-order) and on a synthetic length mix (speech-like clips of uniformly random 1-20 s).
+Both in fp32 and with dynamic int8 (``quantize="int8"``), and ours also with bfloat16 autocast
+(``quantize="bf16"``), on a random sample of dev files (in manifest order) and on a synthetic length mix
+(speech-like clips of uniformly random 1-20 s).
 
 Spectral: ``extract_features`` with ``spectral`` on every dev file, 1 and 2 worker processes, and on
 ``--rss-small`` / ``--rss-large`` synthetic 1-3 s clips for the peak RSS (flat if memory does not grow
@@ -215,9 +216,9 @@ def main() -> int:
             for name, path in ((f"dev sample ({len(sample)} files)", sample_path),
                                (f"synthetic 1-20 s mix ({args.mix_files} files)", mix_path)):
                 pads.append((name, *padding_table(path)))
-                for quantize in ("none", "int8"):
-                    for kind in ("naive", "ours"):
-                        label = f"ssl {kind} {'fp32' if quantize == 'none' else 'int8'}, {name}"
+                for quantize in ("none", "int8", "bf16"):
+                    for kind in ("naive", "ours") if quantize != "bf16" else ("ours",):
+                        label = f"ssl {kind} {'fp32' if quantize == 'none' else quantize}, {name}"
                         spec = {"kind": kind, "manifest": str(path), "model": str(model), "quantize": quantize,
                                 "label": label}
                         rows.append((label, run_child(spec)))
@@ -253,9 +254,11 @@ def main() -> int:
         fp32 = (by[f"ssl ours fp32, {name}"]["xrt_per_core"] / by[f"ssl naive fp32, {name}"]["xrt_per_core"])
         int8 = (by[f"ssl ours int8, {name}"]["xrt_per_core"] / by[f"ssl naive fp32, {name}"]["xrt_per_core"])
         int8_int8 = (by[f"ssl ours int8, {name}"]["xrt_per_core"] / by[f"ssl naive int8, {name}"]["xrt_per_core"])
+        bf16 = (by[f"ssl ours bf16, {name}"]["xrt_per_core"] / by[f"ssl naive fp32, {name}"]["xrt_per_core"])
         lines.append(f"- SSL, {name}: padding waste naive {100 * naive_waste:.0f}% vs ours {100 * our_waste:.0f}%; "
                      f"ours fp32 / naive fp32 = {fp32:.2f}x (target >= 2); ours int8 / naive fp32 = {int8:.2f}x "
-                     f"(target >= 3); ours int8 / naive int8 = {int8_int8:.2f}x")
+                     f"(target >= 3); ours int8 / naive int8 = {int8_int8:.2f}x; ours bf16 / naive fp32 = "
+                     f"{bf16:.2f}x")
     spectral = [r for label, r in rows if label.startswith("spectral, dev")]
     speedup = spectral[0]["wall_s"] / spectral[1]["wall_s"]
     lines.append(f"- spectral, 1 worker: {spectral[0]['xrt_per_core']:.0f}x real time per core (target >= 200); "

@@ -321,3 +321,28 @@ def test_neural_alias_picks_ssl_with_a_model_and_resemblyzer_without(voice, mode
     result = CliRunner().invoke(app, [*base, "--model", models["wav2vec2"], "-o", str(tmp_path / "s.parquet")])
     assert result.exit_code == 0, result.output
     assert read_feature_table(tmp_path / "s.parquet")[1]["extractor"]["name"] == "ssl"
+
+
+def test_bf16_autocast_stays_close_to_fp32_and_is_reported(models, tmp_path):
+    from typer.testing import CliRunner
+
+    from audios.cli import app
+
+    x = clips()
+    similarity = quantization_cosine(SslConfig(model=models["wav2vec2"]), x, mode="bf16")
+    assert similarity.shape == (len(x),) and (similarity > 0.98).all() and (similarity <= 1 + 1e-9).all()
+    b = get_extractor("ssl", {"model": models["wav2vec2"], "quantize": "bf16"}).extract(x[:1])[0]
+    f = get_extractor("ssl", {"model": models["wav2vec2"]}).extract(x[:1])[0]
+    assert b.shape == f.shape and not np.allclose(b, f, atol=1e-7)  # it did run in bf16
+    with pytest.raises(ConfigError, match="mode"):
+        quantization_cosine(SslConfig(model=models["wav2vec2"]), x, mode="fp8")
+    rows = []
+    for i, sig in enumerate(clips((0.6, 0.9))):
+        write(tmp_path / "corpus" / f"c{i}.wav", sig)
+        rows.append({"id": f"c{i}", "path": f"c{i}.wav", "label": "bonafide" if i % 2 else "spoof"})
+    pd.DataFrame(rows).to_csv(tmp_path / "corpus" / "manifest.csv", index=False)
+    result = CliRunner().invoke(app, ["features", str(tmp_path / "corpus" / "manifest.csv"), "-e", "ssl", "--model",
+                                      models["wav2vec2"], "--quantize", "bf16", "-o", str(tmp_path / "b.parquet"),
+                                      "--cache", str(tmp_path / "c"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "bf16 vs fp32 embedding cosine" in result.output

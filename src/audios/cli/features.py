@@ -35,7 +35,8 @@ def features(
     model: str = typer.Option(None, "--model", help="ssl: a wav2vec 2.0 / HuBERT / WavLM hub id or local folder."),
     layer: str = typer.Option(None, "--layer", help="ssl: last, a layer index, a list like [4,8], or all."),
     pool: str = typer.Option(None, "--pool", help="ssl: mean or mean+std."),
-    quantize: str = typer.Option(None, "--quantize", help="ssl: none or int8 (dynamic int8 on Linear layers)."),
+    quantize: str = typer.Option(None, "--quantize", help="ssl: none, int8 (dynamic int8 on Linear layers) or bf16 (bfloat16 autocast: fast on "
+                                "CPUs with AVX512-BF16/AMX and on GPUs)."),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="aasist: a released AASIST or AASIST-L .pth file."),
     progress: bool = typer.Option(True, help="Show a progress bar (on terminals)."),
 ) -> None:
@@ -89,12 +90,12 @@ def features(
         "batch_size": batch_size, "part_size": part_size, **describe_extractor(ext),
     })
     console.print(report.summary())
-    if extractor == "ssl" and getattr(ext.config, "quantize", "none") == "int8":
-        _report_int8_cosine(ext, read_manifest(manifest, root=root))
+    if extractor == "ssl" and getattr(ext.config, "quantize", "none") != "none":
+        _report_quantization_cosine(ext, read_manifest(manifest, root=root))
 
 
-def _report_int8_cosine(ext, table) -> None:
-    """How close int8 embeddings are to fp32 ones, on up to 4 recordings of the manifest."""
+def _report_quantization_cosine(ext, table) -> None:
+    """How close int8 / bf16 embeddings are to fp32 ones, on up to 4 recordings of the manifest."""
     from dataclasses import replace
 
     from audios.audio import load_audio
@@ -102,6 +103,7 @@ def _report_int8_cosine(ext, table) -> None:
     from audios.manifest import audio_paths
 
     signals = [load_audio(p) for p in audio_paths(table.head(4))]
-    cos = quantization_cosine(replace(ext.config, quantize="none"), signals)
-    console.print(f"int8 vs fp32 embedding cosine similarity on {len(signals)} recordings: "
+    mode = ext.config.quantize
+    cos = quantization_cosine(replace(ext.config, quantize="none"), signals, mode)
+    console.print(f"{mode} vs fp32 embedding cosine similarity on {len(signals)} recordings: "
                   f"min {min(cos):.4f}, mean {sum(cos) / len(cos):.4f}")

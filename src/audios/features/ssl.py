@@ -37,8 +37,9 @@ independent of its batch. Masked layer-norm checkpoints (the large wav2vec2/HuBE
 same embedding in any batch.
 
 ``quantize="int8"`` applies PyTorch dynamic int8 quantisation to the ``nn.Linear`` layers (weights int8,
-activations quantised on the fly; see ``quantize_int8``), which speeds up CPU inference;
-``quantization_cosine`` measures how close its embeddings stay to fp32.
+activations quantised on the fly; see ``quantize_int8``), which speeds up CPU inference. ``quantize="bf16"`` runs
+the forward pass under bfloat16 autocast (weights stay fp32): fast on CPUs with AVX512-BF16 or AMX and on GPUs,
+slower on CPUs without them. ``quantization_cosine`` measures how close either stays to fp32.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ from audios.features.batching import bucket_batches, split_windows
 log = logging.getLogger(__name__)
 
 POOLS = ("mean", "mean+std")
-QUANTIZE = ("none", "int8")
+QUANTIZE = ("none", "int8", "bf16")
 LAYER_WORDS = ("last", "all")
 NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
@@ -311,7 +312,9 @@ class SslExtractor:
         inputs = {"input_values": torch.from_numpy(padded).to(device)}
         if loaded.attention_mask:
             inputs["attention_mask"] = (torch.arange(padded.shape[1])[None, :] < lengths[:, None]).long().to(device)
-        with torch.inference_mode():
+        precision = torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
+                                   enabled=self.config.quantize == "bf16")
+        with torch.inference_mode(), precision:
             out = loaded.model(**inputs, output_hidden_states=layers is not None)
             if layers is None:
                 hidden = out.last_hidden_state  # (batch, frames, dims)
@@ -326,9 +329,13 @@ class SslExtractor:
         return [(int(frames[r]), sums[r], squares[r]) for r in range(len(windows))]
 
 
-def quantization_cosine(config: SslConfig, batch: list[np.ndarray]) -> np.ndarray:
-    """Cosine similarity, per signal, between the fp32 and int8-quantised embeddings of ``batch``."""
+def quantization_cosine(config: SslConfig, batch: list[np.ndarray], mode: str = "int8") -> np.ndarray:
+    """Cosine similarity, per signal, between the fp32 embeddings of ``batch`` and those in ``mode`` (int8 or
+    bf16)."""
+    if mode not in QUANTIZE[1:]:
+        raise ConfigError(f"quantization_cosine: mode={mode!r} must be one of {QUANTIZE[1:]}")
     fp32 = SslExtractor(replace(config, quantize="none")).extract(batch)
-    int8 = SslExtractor(replace(config, quantize="int8", device="cpu")).extract(batch)
-    return np.array([float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) for a, b in zip(fp32, int8, strict=True)])
+    other = SslExtractor(replace(config, quantize=mode, device="cpu" if mode == "int8" else config.device)
+                         ).extract(batch)
+    return np.array([float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) for a, b in zip(fp32, other, strict=True)])
 
