@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +18,8 @@ import soundfile as sf
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DEV_CORPUS = SHARED / "corpus" / "dev"
 AASIST_DIR = SHARED / "models" / "aasist"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
 
 def tone(freq_hz: float = 440.0, duration_s: float = 1.0, sample_rate: int = 16000, amplitude: float = 0.5,
@@ -53,3 +62,61 @@ def aasist_dir() -> Path:
     if not (AASIST_DIR / "reference_io.npz").exists():
         pytest.skip(f"AASIST reference weights not found at {AASIST_DIR}")
     return AASIST_DIR
+
+
+# --- servers and browsers on 127.0.0.1 -----------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve_in_thread(app) -> Iterator[str]:
+    """Run an ASGI ``app`` with uvicorn in a thread on a free loopback port; yields its base URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("uvicorn did not start within 15 s")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextmanager
+def headless_chromium(window: str = "1100,1500", extra_flags: tuple[str, ...] = ()) -> Iterator[object]:
+    """Debian's Chromium through chromedriver: headless, no sandbox, no background networking, fresh profile;
+    nothing is downloaded (Selenium Manager offline)."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SE_OFFLINE", "true")
+    profile = tempfile.mkdtemp(prefix="audios-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", f"--user-data-dir={profile}", f"--window-size={window}", *extra_flags):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    try:
+        driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+        driver.set_page_load_timeout(20)
+        try:
+            yield driver
+        finally:
+            driver.quit()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+        mp.undo()

@@ -8,22 +8,16 @@ Selenium Manager never runs. The final screenshot is saved to tests/artifacts/br
 from __future__ import annotations
 
 import re
-import shutil
-import socket
-import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tone, write
+from conftest import CHROMEDRIVER, CHROMIUM, headless_chromium, serve_in_thread, tone, write
 from test_serve import HfDetector, noise
 
 from audios.serve import ServeConfig, create_app
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 pytestmark = [
@@ -32,56 +26,21 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(tmp_path):
     """The service with the known-answer test detector, served by uvicorn in a thread; yields its base URL."""
-    import uvicorn
-
     (tmp_path / "tmp").mkdir()
     app = create_app(HfDetector(), ServeConfig(tmp_root=str(tmp_path / "tmp"), workers=1))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start within 15 s")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", app
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(app) as url:
+        yield url, app
 
 
 @pytest.fixture
-def browser(monkeypatch):
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    monkeypatch.setenv("SE_OFFLINE", "true")  # belt and braces: Selenium Manager must never download
-    profile = tempfile.mkdtemp(prefix="audios-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", f"--user-data-dir={profile}", "--window-size=1100,1500",
-                 # A fake microphone (Chromium's beep generator) with permission granted, for the record button.
-                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(20)
-    try:
+def browser():
+    # A fake microphone (Chromium's beep generator) with permission granted, for the record button.
+    with headless_chromium("1100,1500", ("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream")
+                           ) as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def _upload_and_wait(driver, path: Path, previous: str) -> str:

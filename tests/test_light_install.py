@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import speechlike, write
+from tests.conftest import free_port, speechlike, write
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -92,12 +91,6 @@ def test_light_detect_scores_equal_the_pytorch_path(light_venv, tmp_path):
         assert len(got["windows"]) == len(ref["windows"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_healthy(port: int) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -111,7 +104,7 @@ def _wait_healthy(port: int) -> None:
 
 
 def test_light_serve_answers_a_request(light_venv, tmp_path):
-    port = _free_port()
+    port = free_port()
     clip = tmp_path / "clip.wav"
     write(clip, speechlike(3.0, f0_hz=150, seed=7))
     proc = subprocess.Popen([str(light_venv / "bin" / "audios"), "serve", "--port", str(port)],
@@ -138,7 +131,7 @@ def test_light_serve_options_that_need_the_research_stack_say_so(light_venv, tmp
 
     clip = tmp_path / "clip.wav"
     write(clip, speechlike(2.0, f0_hz=150, seed=8))
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([str(light_venv / "bin" / "audios"), "serve", "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -13,16 +13,13 @@ import functools
 import http.server
 import json
 import shutil
-import tempfile
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tone, write
+from conftest import CHROMEDRIVER, CHROMIUM, headless_chromium, serve_in_thread, tone, write
 from fastapi.testclient import TestClient
-from test_browser import CHROMEDRIVER, CHROMIUM, _free_port
 from typer.testing import CliRunner
 
 from audios import webexport
@@ -180,35 +177,14 @@ def chromium():
     missing = webexport.missing_runtime()
     if missing:
         pytest.skip(f"in-browser runtime not built ({', '.join(missing)}): {BUILD_HINT}")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SE_OFFLINE", "true")
-    profile = tempfile.mkdtemp(prefix="audios-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", f"--user-data-dir={profile}", "--window-size=1100,1400"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(20)
-    try:
+    with headless_chromium("1100,1400") as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-        mp.undo()
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     """`audios serve` with the bundled detector (the tiny one if the bundle is absent) in a thread; every request
     the page makes is recorded as (method, path)."""
-    import uvicorn
-
     from audios.detect import load_detector
     from audios.serve import ServeConfig, create_app
 
@@ -223,18 +199,8 @@ def service(tmp_path_factory):
         requests.append((request.method, request.url.path))
         return await call_next(request)
 
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start within 15 s")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", requests, model_dir
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(app) as url:
+        yield url, requests, model_dir
 
 
 def _check_on_device(driver, path: Path) -> dict:
