@@ -406,8 +406,7 @@ def extract_features(
     cache, todo = plan.cache, plan.todo
 
     failed: dict[str, str] = {}
-    n_computed = 0
-    buffer: list[tuple[str, np.ndarray]] = []
+    parts = PartWriter(cache, part_size)
     work = functools.partial(extract_batch, extractor, plan.audio_config)
     bar = progress_bar(len(todo), extractor.name, progress)
     try:
@@ -418,19 +417,35 @@ def extract_features(
             batches = batches[::-1]
         results = map_ordered(work, batches, workers=workers, chunksize=1 if workers > 1 else None)
         for batch, (done, skipped) in zip(batches, results, strict=True):
-            buffer.extend(done)
+            parts.add(done)
             failed.update(skipped)
-            if len(buffer) >= part_size:
-                cache.write_part(buffer)
-                n_computed += len(buffer)
-                buffer = []
             bar.update(len(batch))
-        if buffer:
-            cache.write_part(buffer)
-            n_computed += len(buffer)
+        parts.flush()
     finally:
         bar.close()
-    return finish_extraction(plan, out, failed, n_computed, started)
+    return finish_extraction(plan, out, failed, parts.n_written, started)
+
+
+class PartWriter:
+    """Collects ``(sha256, features)`` results and stores them in the cache in parts of at least ``part_size``
+    (one part per ``flush``), so finished work is on disk long before the run ends."""
+
+    def __init__(self, cache: FeatureCache, part_size: int) -> None:
+        self.cache = cache
+        self.part_size = part_size
+        self.n_written = 0
+        self._buffer: list[tuple[str, np.ndarray]] = []
+
+    def add(self, items: Iterable[tuple[str, np.ndarray]]) -> None:
+        self._buffer.extend(items)
+        if len(self._buffer) >= self.part_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffer:
+            self.cache.write_part(self._buffer)
+            self.n_written += len(self._buffer)
+            self._buffer = []
 
 
 def _assemble(rows: pd.DataFrame, shas: list[str], cache: FeatureCache, out: Path) -> pd.DataFrame:

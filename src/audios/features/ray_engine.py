@@ -37,6 +37,7 @@ from audios.errors import ConfigError
 from audios.features.base import Extractor
 from audios.features.extract import (
     ExtractReport,
+    PartWriter,
     _hash_one,
     check_sizes,
     decode_items,
@@ -216,23 +217,18 @@ def extract_features_ray(
 
 def _drain(ds: Any, cache: Any, part_size: int, failed: dict[str, str], bar: Any) -> int:
     """Stream the pipeline's results into cache parts of ``part_size``; returns how many were stored."""
-    n_computed = 0
-    buffer: list[tuple[str, np.ndarray]] = []
+    parts = PartWriter(cache, part_size)
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+            done = []
             for row in batch.itertuples(index=False):
                 if row.reason:
                     failed[row.path] = row.reason
                 else:
-                    buffer.append((row.sha256, _values(row, cache.extractor.kind)))
-            if len(buffer) >= part_size:
-                cache.write_part(buffer)
-                n_computed += len(buffer)
-                buffer = []
+                    done.append((row.sha256, _values(row, cache.extractor.kind)))
+            parts.add(done)
             bar.update(len(batch))
-        if buffer:
-            cache.write_part(buffer)
-            n_computed += len(buffer)
+        parts.flush()
     finally:
         bar.close()
-    return n_computed
+    return parts.n_written
