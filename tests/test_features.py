@@ -288,6 +288,63 @@ def test_worker_processes_give_the_same_table(tmp_path):
         np.testing.assert_array_equal(np.load(a), np.load(b))
 
 
+def _with_bad_files(corpus: Path, manifest: pd.DataFrame) -> pd.DataFrame:
+    """``manifest`` plus a silent and a corrupt recording (sha256 given, so the extraction's decode finds them)."""
+    write(corpus / "spoof/silent.wav", np.zeros(SR // 2, dtype=np.float32))
+    (corpus / "spoof/broken.wav").write_bytes(b"RIFF not really a wav file at all")
+    for name in ("silent", "broken"):
+        manifest.loc[len(manifest)] = {"id": name, "path": f"spoof/{name}.wav", "label": "spoof", "generator": "g",
+                                       "speaker": "s", "split": "train", "root": str(corpus)}
+    manifest["sha256"] = [f"{i:064x}" for i in range(len(manifest))]
+    return manifest
+
+
+def test_decoding_ahead_in_a_helper_process_gives_the_same_table_and_skips(tmp_path):
+    from audios.features.extract import decode_items, decoded_ahead
+
+    manifest = _with_bad_files(tmp_path / "corpus", make_corpus(tmp_path / "corpus", 7))
+    items = list(zip(manifest["sha256"], [str(tmp_path / "corpus" / p) for p in manifest["path"]], strict=True))
+    batches = [items[i:i + 2] for i in range(0, len(items), 2)]
+    ahead = list(decoded_ahead(AudioConfig(), batches))
+    assert len(ahead) == len(batches)
+    for batch, (keys, signals, skipped) in zip(batches, ahead, strict=True):
+        want_keys, want_signals, want_skipped = decode_items(AudioConfig(), batch)
+        assert keys == want_keys and skipped == want_skipped
+        for a, b in zip(signals, want_signals, strict=True):
+            np.testing.assert_array_equal(a, b)
+    ext = get_extractor("spectral")
+    reports = {flag: extract_features(manifest, ext, tmp_path / f"{flag}.parquet", cache_dir=tmp_path / f"c{flag}",
+                                      batch_size=2, part_size=3, decode_ahead=flag) for flag in (False, True)}
+    assert reports[True].n_computed == 7 and reports[True].skipped == reports[False].skipped
+    assert {Path(p).name for p, _ in reports[True].skipped} == {"silent.wav", "broken.wav"}
+    pd.testing.assert_frame_equal(read_feature_table(tmp_path / "True.parquet")[0],
+                                  read_feature_table(tmp_path / "False.parquet")[0])
+
+
+_PARENT = os.getpid()
+
+
+def _decode_or_die_in_a_child(config, items):
+    """``decode_items`` in this process; in any other (the forked decoding helper) the process dies at once."""
+    from audios.features.extract import _decode_items_unpatched
+
+    if os.getpid() != _PARENT:
+        os._exit(3)
+    return _decode_items_unpatched(config, items)
+
+
+def test_a_dead_decoding_helper_falls_back_to_decoding_inline(tmp_path, monkeypatch, caplog):
+    from audios.features import extract
+
+    manifest = make_corpus(tmp_path / "corpus", 6)
+    monkeypatch.setattr(extract, "_decode_items_unpatched", extract.decode_items, raising=False)
+    monkeypatch.setattr(extract, "decode_items", _decode_or_die_in_a_child)
+    report = extract_features(manifest, get_extractor("spectral"), tmp_path / "f.parquet", cache_dir=tmp_path / "c",
+                              batch_size=2, decode_ahead=True)
+    assert report.n_computed == 6 and report.n_skipped == 0
+    assert "decoding helper process died" in caplog.text
+
+
 _SLOW_RUN = """
 import sys, time
 import pandas as pd

@@ -48,6 +48,7 @@ class AasistEmbeddingExtractor:
     name: ClassVar[str] = "aasist"
     kind: ClassVar[str] = "vector"
     version: ClassVar[int] = 1
+    decode_ahead: ClassVar[bool] = True  # decoding is cheap next to the model: overlap it (see extract.py)
     Config = AasistEmbeddingConfig
 
     def __init__(self, config: AasistEmbeddingConfig) -> None:

@@ -6,6 +6,11 @@ the sha256 of its decoded PCM (the manifest's ``sha256`` column, measured when a
 flushed to the cache in parts of ``part_size`` recordings through atomic renames, so a killed run loses
 at most one part, and a rerun (or a run on a grown manifest) computes only what is not cached yet.
 
+Decoding overlaps with extraction: with ``workers > 1`` each worker process decodes its batch while the
+others run the extractor; with one worker and a model extractor (one that sets ``decode_ahead = True``:
+ssl, resemblyzer, aasist), a helper process decodes the next batches while the main process runs the
+model (``decoded_ahead``). Cheap extractors (spectral, frames) decode inline, so that one worker is one core.
+
 Cache folder layout::
 
     <extractor>-<key>/extractor.json           what the key stands for
@@ -251,6 +256,16 @@ def extract_decoded(
     return done, skipped
 
 
+def _extract_after_decoding(
+    extractor: Extractor,
+    decoded: tuple[list[tuple[str, str]], list[np.ndarray], list[tuple[str, str]]],
+) -> tuple[list[tuple[str, np.ndarray]], list[tuple[str, str]]]:
+    """``extract_batch``'s result for a batch that ``decode_items`` already decoded."""
+    keys, signals, skipped = decoded
+    done, failed = extract_decoded(extractor, keys, signals)
+    return done, skipped + failed
+
+
 def extract_batch(
     extractor: Extractor, audio_config: AudioConfig, items: list[tuple[str, str]]
 ) -> tuple[list[tuple[str, np.ndarray]], list[tuple[str, str]]]:
@@ -259,9 +274,45 @@ def extract_batch(
     One bad file never sinks the batch: decoding errors are caught per file, and if the batched call
     fails the batch is redone one by one to find the culprit.
     """
-    keys, signals, skipped = decode_items(audio_config, items)
-    done, failed = extract_decoded(extractor, keys, signals)
-    return done, skipped + failed
+    return _extract_after_decoding(extractor, decode_items(audio_config, items))
+
+
+def decoded_ahead(
+    audio_config: AudioConfig, batches: list[list[tuple[str, str]]], depth: int = 2
+) -> Iterator[tuple[list[tuple[str, str]], list[np.ndarray], list[tuple[str, str]]]]:
+    """``decode_items`` of each batch, in order, decoded in one helper process up to ``depth`` batches ahead of
+    the consumer, so decoding overlaps with whatever the caller does with each batch. If the helper dies (a
+    decoder crashing on a corrupt file), the rest is decoded here, as without a helper."""
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    remaining = iter(batches)
+    pending: deque = deque()
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        broken = False
+
+        def submit() -> None:
+            batch = next(remaining, None)
+            if batch is not None:
+                pending.append((batch, None if broken else pool.submit(decode_items, audio_config, batch)))
+
+        for _ in range(depth):
+            submit()
+        while pending:
+            batch, future = pending.popleft()
+            result = None
+            if future is not None:
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    log.warning("the decoding helper process died; decoding the remaining batches inline")
+                    broken = True
+                    pending = deque((b, None) for b, _ in pending)
+            if result is None:
+                result = decode_items(audio_config, batch)
+            submit()
+            yield result
 
 
 def _batches(items: list[tuple[str, str]], size: int) -> Iterator[list[tuple[str, str]]]:
@@ -392,11 +443,14 @@ def extract_features(
     part_size: int = 256,
     progress: bool = False,
     audio_config: AudioConfig | None = None,
+    decode_ahead: bool | None = None,
 ) -> ExtractReport:
     """Extract features for every row of ``manifest`` (from ``read_manifest``) into the Parquet table ``out``.
 
     Recordings already in the cache are not decoded again. Unusable files are skipped and listed in
     ``<out>.skipped.csv`` (id, path, reason). Returns counts of cached, computed and skipped recordings.
+    ``decode_ahead`` (one worker only): decode in a helper process while extracting; None lets the extractor
+    decide (its ``decode_ahead`` attribute, True for model extractors).
     """
     started = time.perf_counter()
     out = Path(out)
@@ -415,7 +469,13 @@ def extract_features(
             # Longest batches first, one at a time: the workers finish together instead of one idling while
             # the other works through the longest files at the end (batches stay length-bucketed).
             batches = batches[::-1]
-        results = map_ordered(work, batches, workers=workers, chunksize=1 if workers > 1 else None)
+        if decode_ahead is None:
+            decode_ahead = bool(getattr(extractor, "decode_ahead", False))
+        if workers == 1 and decode_ahead and len(batches) > 1:
+            results = (_extract_after_decoding(extractor, decoded)
+                       for decoded in decoded_ahead(plan.audio_config, batches))
+        else:
+            results = map_ordered(work, batches, workers=workers, chunksize=1 if workers > 1 else None)
         for batch, (done, skipped) in zip(batches, results, strict=True):
             parts.add(done)
             failed.update(skipped)

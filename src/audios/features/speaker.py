@@ -94,6 +94,7 @@ class ResemblyzerExtractor:
     name: ClassVar[str] = "resemblyzer"
     kind: ClassVar[str] = "vector"
     version: ClassVar[int] = 1
+    decode_ahead: ClassVar[bool] = True  # decoding is cheap next to the model: overlap it (see extract.py)
     Config = ResemblyzerConfig
 
     def __init__(self, config: ResemblyzerConfig = ResemblyzerConfig()) -> None:

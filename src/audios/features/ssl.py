@@ -225,6 +225,7 @@ class SslExtractor:
     name: ClassVar[str] = "ssl"
     kind: ClassVar[str] = "vector"
     version: ClassVar[int] = 1
+    decode_ahead: ClassVar[bool] = True  # decoding is cheap next to the model: overlap it (see extract.py)
     Config = SslConfig
 
     def __init__(self, config: SslConfig = SslConfig()) -> None:
