@@ -240,8 +240,7 @@ def main() -> int:
             sample_path = tmp / "dev-sample.parquet"
             sample.to_parquet(sample_path, index=False)
             mix_path = synth_clips(tmp / "mix", args.mix_files, 1.0, 20.0, seed=1)
-            cosines = run_child({"kind": "cosine", "manifest": str(sample_path), "model": str(model),
-                                 "label": "cosine"})
+            cosines = run_child({"kind": "cosine", "manifest": str(sample_path), "model": str(model)})
             for name, path in ((f"dev sample ({len(sample)} files)", sample_path),
                                (f"synthetic 1-20 s mix ({args.mix_files} files)", mix_path)):
                 pads.append((name, *padding_table(path)))
@@ -281,12 +280,11 @@ def main() -> int:
     lines.append("Ratios (same run):")
     lines.append("")
     for name, naive_waste, our_waste in pads:
-        fp32 = (by[f"ssl ours fp32, {name}"]["xrt_per_core"] / by[f"ssl naive fp32, {name}"]["xrt_per_core"])
-        int8 = (by[f"ssl ours int8, {name}"]["xrt_per_core"] / by[f"ssl naive fp32, {name}"]["xrt_per_core"])
-        int8_int8 = (by[f"ssl ours int8, {name}"]["xrt_per_core"] / by[f"ssl naive int8, {name}"]["xrt_per_core"])
-        bf16 = (by[f"ssl ours bf16, {name}"]["xrt_per_core"] / by[f"ssl naive fp32, {name}"]["xrt_per_core"])
-        cpu_fp32 = (by[f"ssl ours fp32, {name}"]["xrt_per_cpu_s"] / by[f"ssl naive fp32, {name}"]["xrt_per_cpu_s"])
-        cpu_int8 = (by[f"ssl ours int8, {name}"]["xrt_per_cpu_s"] / by[f"ssl naive fp32, {name}"]["xrt_per_cpu_s"])
+        def ratio(ours: str, naive: str = "naive fp32", per: str = "xrt_per_core") -> float:
+            return by[f"ssl ours {ours}, {name}"][per] / by[f"ssl {naive}, {name}"][per]
+
+        fp32, int8, int8_int8, bf16 = ratio("fp32"), ratio("int8"), ratio("int8", "naive int8"), ratio("bf16")
+        cpu_fp32, cpu_int8 = ratio("fp32", per="xrt_per_cpu_s"), ratio("int8", per="xrt_per_cpu_s")
         # Removing padding saves at most the padded samples: naive runs the model on audio / (1 - its waste),
         # ours on audio / (1 - our waste) (a little more where attention's quadratic cost meets long padding).
         ceiling = (1 - our_waste) / (1 - naive_waste)
@@ -297,7 +295,7 @@ def main() -> int:
                      f"{bf16:.2f}x; per CPU second (counting the decoding helper): fp32 {cpu_fp32:.2f}x, "
                      f"int8 {cpu_int8:.2f}x")
     if pads:
-        lines.append(f"- embedding cosine to fp32 on 4 dev files: int8 {min(cosines['int8']):.4f}-"
+        lines.append(f"- embedding cosine to fp32 on {len(cosines['int8'])} dev files: int8 {min(cosines['int8']):.4f}-"
                      f"{max(cosines['int8']):.4f}, bf16 {min(cosines['bf16']):.4f}-{max(cosines['bf16']):.4f}")
     spectral = [r for label, r in rows if label.startswith("spectral, dev")]
     speedup = spectral[0]["wall_s"] / spectral[1]["wall_s"]
