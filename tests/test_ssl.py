@@ -346,3 +346,75 @@ def test_bf16_autocast_stays_close_to_fp32_and_is_reported(models, tmp_path):
                                       "--cache", str(tmp_path / "c"), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "bf16 vs fp32 embedding cosine" in result.output
+
+
+# --- the chunked CNN front end (audios.features.ssl_cnn) -------------------------------------------
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("norm", ["group", "layer"])
+def test_chunked_cnn_equals_the_stock_one(tmp_path, family, norm):
+    import torch
+
+    from audios.features.ssl_cnn import chunked_encoder
+
+    torch.manual_seed(1)
+    config = tiny_config(family, norm)
+    config.conv_bias = norm == "layer"  # the large models' layer-norm CNN has biases, the base models' does not
+    stock = transformers.AutoModel.from_config(config).eval().feature_extractor
+    # Padded rows of unequal content and a length that is no multiple of the hop; chunks of 3 frames put many
+    # chunk borders inside each clip.
+    x = torch.zeros(3, 2 * SR + 37)
+    for row, d in enumerate((2.0, 1.3, 0.6)):
+        clip = torch.from_numpy(speechlike(d, seed=row))
+        x[row, :clip.numel()] = clip * (10.0 if row == 1 else 1.0)
+    chunked = chunked_encoder(stock, chunk_frames=3)
+    with torch.inference_mode():
+        want, got = stock(x), chunked(x)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_int8_cnn_keeps_quiet_frames_with_a_scale_per_frame():
+    import torch
+
+    from audios.features.ssl_cnn import chunked_encoder
+
+    torch.manual_seed(2)
+    encoder = transformers.AutoModel.from_config(tiny_config("wav2vec2", "group")).eval().feature_extractor
+    # A loud first half and a second half 40 dB quieter: one scale for the whole tensor would leave the quiet
+    # frames with a handful of integer levels.
+    signal = speechlike(2.0, seed=3)
+    signal[SR:] *= 0.01
+    x = torch.from_numpy(signal)[None]
+    with torch.inference_mode():
+        fp32 = chunked_encoder(encoder)(x)[0].T  # (frames, channels)
+        int8 = chunked_encoder(encoder, int8=True)(x)[0].T
+    error = torch.linalg.vector_norm(int8 - fp32, dim=1) / torch.linalg.vector_norm(fp32, dim=1)
+    quiet = error[int(0.6 * error.numel()):]
+    assert 0 < float(error.max()) and float(quiet.max()) < 0.05, (float(error.max()), float(quiet.max()))
+
+
+def test_ssl_cnn_option_chooses_the_front_end(tmp_path):
+    folder = save_tiny(tmp_path / "base", "wav2vec2", norm="group")
+    x = clips((1.85, 2.0, 0.9))
+    assert type(load_ssl_model(folder).model.feature_extractor).__name__ == "ChunkedEncoder"
+    assert type(load_ssl_model(folder, cnn="stock").model.feature_extractor).__name__ != "ChunkedEncoder"
+    chunked = get_extractor("ssl", {"model": folder}).extract(x)
+    stock = get_extractor("ssl", {"model": folder, "cnn": "stock"}).extract(x)
+    np.testing.assert_allclose(np.stack(chunked), np.stack(stock), atol=1e-5)
+    int8 = get_extractor("ssl", {"model": folder, "quantize": "int8"}).extract(x)
+    assert all(cosine(q, f) > 0.99 for q, f in zip(int8, chunked, strict=True))
+    with pytest.raises(ConfigError, match="cnn"):
+        get_extractor("ssl", {"cnn": "fast"})
+
+
+def test_unhandled_encoder_layouts_keep_the_stock_cnn():
+    import torch
+
+    from audios.features.ssl_cnn import chunked_encoder
+
+    encoder = transformers.AutoModel.from_config(tiny_config("wav2vec2", "group")).eval().feature_extractor
+    assert chunked_encoder(encoder) is not None
+    encoder.conv_layers[1].conv.padding = (1,)
+    assert chunked_encoder(encoder) is None
+    assert chunked_encoder(torch.nn.Linear(2, 2)) is None

@@ -35,7 +35,7 @@ def features(
     model: str = typer.Option(None, "--model", help="ssl: a wav2vec 2.0 / HuBERT / WavLM hub id or local folder."),
     layer: str = typer.Option(None, "--layer", help="ssl: last, a layer index, a list like [4,8], or all."),
     pool: str = typer.Option(None, "--pool", help="ssl: mean or mean+std."),
-    quantize: str = typer.Option(None, "--quantize", help="ssl: none, int8 (dynamic int8 on Linear layers) or bf16 (bfloat16 autocast: fast on "
+    quantize: str = typer.Option(None, "--quantize", help="ssl: none, int8 (int8 Linear layers and CNN; prints its cosine to fp32) or bf16 (bfloat16 autocast: fast on "
                                 "CPUs with AVX512-BF16/AMX and on GPUs)."),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="aasist: a released AASIST or AASIST-L .pth file."),
     progress: bool = typer.Option(True, help="Show a progress bar (on terminals)."),
