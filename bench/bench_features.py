@@ -1,8 +1,8 @@
 """Feature extraction speed and memory: a naive SSL baseline against ours, spectral throughput, peak RSS vs N.
 
-Usage (from the repository root, .venv active; the defaults finish in about 10 minutes on 2 cores):
+Usage (from the repository root, .venv active; the defaults finish in about 17 minutes on 2 cores):
 
-    python bench/bench_features.py [--corpus ../shared/corpus/dev] [--ssl-files 12] [--mix-files 12]
+    python bench/bench_features.py [--corpus ../shared/corpus/dev] [--ssl-files 24] [--mix-files 48]
         [--rss-small 500] [--rss-large 5000] [--no-ssl] [--out /tmp/bench_features.md]
 
 Every configuration runs in its own fresh child process (so each peak RSS is its own), one after another
@@ -14,10 +14,12 @@ SSL (a randomly initialised wav2vec2-base: ``transformers.Wav2Vec2Config()`` def
 group-norm CNN, no attention mask; it costs what the real checkpoint costs):
 
 * naive: files in manifest order, decoded one by one, batches of 8 zero-padded to their longest, one
-  forward pass each, mean over frames.
+  forward pass each of the model as transformers runs it, mean over frames; int8: PyTorch dynamic int8 on
+  the Linear layers.
 * ours: ``extract_features`` with the ``ssl`` extractor (recordings sorted by duration, windows bucketed
-  into passes that pad at most 10%, padded frames left out of the mean), one worker process, with a helper
-  process decoding the next batches meanwhile.
+  into passes that pad at most 10%, padded frames left out of the mean, the CNN front end computed in
+  cache-sized time chunks by ``audios.features.ssl_cnn``), one worker process, with a helper process decoding
+  the next batches meanwhile; int8: Linear layers as naive plus the CNN in int8 with a scale per frame.
 
 "cores" counts worker processes; the CPU column adds up user + system time of every process (the decoding
 helper included), so x real time per CPU second is the fairer per-core figure when a helper runs.
@@ -202,8 +204,10 @@ def padding_table(manifest_path: Path) -> tuple[float, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
-    ap.add_argument("--ssl-files", type=int, default=12, help="Random dev files (seed 0) for the SSL runs.")
-    ap.add_argument("--mix-files", type=int, default=12, help="Synthetic 1-20 s clips for the SSL runs.")
+    ap.add_argument("--ssl-files", type=int, default=24, help="Random dev files (seed 0) for the SSL runs.")
+    ap.add_argument("--mix-files", type=int, default=48,
+                    help="Synthetic 1-20 s clips for the SSL runs (48: six naive batches, so its padding waste is near "
+                         "the 41%% expected of batches of 8, not a draw of one or two batches).")
     ap.add_argument("--rss-small", type=int, default=500)
     ap.add_argument("--rss-large", type=int, default=5000)
     ap.add_argument("--no-ssl", action="store_true", help="Skip the SSL runs.")

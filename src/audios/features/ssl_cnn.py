@@ -123,13 +123,11 @@ class _Chunked:
                 return False
         return True
 
-    def _spans(self, first: int, stop: int) -> list[tuple[int, int]]:
-        """Input frame range of every layer for output frames [first, stop) of the last one (first layer: samples)."""
-        spans = []
+    def _sample_span(self, first: int, stop: int) -> tuple[int, int]:
+        """The input samples that output frames [first, stop) of the last layer depend on."""
         for spec in reversed(self.layers):
             first, stop = first * spec["s"], (stop - 1) * spec["s"] + spec["k"]
-            spans.append((first, stop))
-        return spans[::-1]
+        return first, stop
 
     def _group_affine(self, x: Any, spec: dict[str, Any]) -> tuple[Any, Any]:
         """Per channel a, c with group-norm(conv(x)) = conv(x) * a + c, from the input's window moments."""
@@ -161,6 +159,9 @@ class _Chunked:
         else:  # h: frames (n, in)
             n_out = (h.shape[0] - k) // s + 1
             rows = h.shape[1]
+            h = h.contiguous()
+            # Tap j reads frames j, j + s, j + 2s, ...: a strided view, no copy (as_strided offsets are absolute).
+            base = h.storage_offset()
             if self.int8:
                 scale = torch.linalg.vector_norm(h, ord=float("inf"), dim=1).clamp_min_(1e-12).div_(QMAX)
                 hq = (h / scale[:, None]).round_().to(torch.int8)
@@ -173,7 +174,7 @@ class _Chunked:
             else:
                 y = None
                 for j in range(k):
-                    xj = h.as_strided((n_out, rows), (s * rows, 1), j * rows)
+                    xj = h.as_strided((n_out, rows), (s * rows, 1), base + j * rows)
                     y = xj @ spec["taps"][j] if y is None else y.addmm_(xj, spec["taps"][j])
         if spec["bias"] is not None:
             y.add_(spec["bias"])
@@ -200,8 +201,8 @@ class _Chunked:
                 affine = self._group_affine(signal, self.layers[0]) if self.layers[0]["norm"] == "group" else None
                 for first in range(0, frames, self.chunk_frames):
                     stop = min(first + self.chunk_frames, frames)
-                    spans = self._spans(first, stop)
-                    h = signal[spans[0][0]:spans[0][1]]
+                    start, end = self._sample_span(first, stop)
+                    h = signal[start:end]
                     for index, spec in enumerate(self.layers):
                         h = self._layer(h, spec, index, affine)
                     out[b, first:stop] = h
