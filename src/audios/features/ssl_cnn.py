@@ -54,6 +54,7 @@ def chunked_encoder(encoder: Any, int8: bool = False, chunk_frames: int = CHUNK_
     (then keep ``encoder``)."""
     import torch
 
+    # Defined here, not at module level, so that importing audios.features (core install) does not import torch.
     class ChunkedEncoder(torch.nn.Module):
         """A drop-in replacement for a model's ``feature_extractor`` (inference only): same input (batch,
         samples), same output (batch, channels, frames), the same numbers to float32 rounding (fp32) or to within
