@@ -38,10 +38,9 @@ same embedding in any batch.
 
 ``quantize="int8"`` applies PyTorch dynamic int8 quantisation to the ``nn.Linear`` layers (weights int8,
 activations quantised on the fly; see ``quantize_int8``) and, with ``cnn="chunked"`` (the default), runs the
-convolutional front end in int8 with a scale per frame (``audios.features.ssl_cnn``), which speeds up CPU inference.
-The positional convolution stays fp32. ``quantize="bf16"`` runs
-the forward pass under bfloat16 autocast (weights stay fp32): fast on CPUs with AVX512-BF16 or AMX and on GPUs,
-slower on CPUs without them. ``quantization_cosine`` measures how close either stays to fp32.
+convolutional front end in int8 with a scale per frame (``audios.features.ssl_cnn``), which speeds up CPU inference;
+the positional convolution stays fp32. ``quantize="bf16"`` runs the forward pass under bfloat16 autocast (weights
+stay fp32): fast on CPUs with AVX512-BF16 or AMX and on GPUs, slower on CPUs without them. ``quantization_cosine`` measures how close either stays to fp32.
 """
 
 from __future__ import annotations

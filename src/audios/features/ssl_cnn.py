@@ -24,10 +24,7 @@ is one integer product over frames that each keep their own scale.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 # Output frames (20 ms each) computed per chunk: 32 frames keep the largest intermediate (the first layer's
 # output, about 2,000 frames x 512 channels x 4 bytes = 4 MB) in cache.
@@ -104,6 +101,7 @@ class _Chunked:
                 else:
                     spec["taps"] = taps
                 self.layers.append(spec)
+            self.out_channels = int(weight.shape[0])
 
     @staticmethod
     def supports(encoder: Any) -> bool:
@@ -154,11 +152,10 @@ class _Chunked:
         import torch
 
         k, s = spec["k"], spec["s"]
+        n_out = (h.shape[0] - k) // s + 1
         if index == 0:  # h: samples (n,)
-            n_out = (h.shape[0] - k) // s + 1
             y = h.as_strided((n_out, k), (s, 1)) @ spec["w"]
         else:  # h: frames (n, in)
-            n_out = (h.shape[0] - k) // s + 1
             rows = h.shape[1]
             h = h.contiguous()
             # Tap j reads frames j, j + s, j + 2s, ...: a strided view, no copy (as_strided offsets are absolute).
@@ -196,7 +193,7 @@ class _Chunked:
         if frames < 1:
             raise ValueError(f"{samples} samples are too few for one frame of this feature encoder")
         with torch.inference_mode():
-            out = torch.empty(batch, frames, self._out_channels(), dtype=torch.float32)
+            out = torch.empty(batch, frames, self.out_channels, dtype=torch.float32)
             for b in range(batch):
                 signal = x[b].contiguous()
                 affine = self._group_affine(signal, self.layers[0]) if self.layers[0]["norm"] == "group" else None
@@ -208,10 +205,3 @@ class _Chunked:
                         h = self._layer(h, spec, index, affine)
                     out[b, first:stop] = h
         return out.transpose(1, 2)
-
-    def _out_channels(self) -> int:
-        spec = self.layers[-1]
-        for key in ("taps", "wq", "w"):
-            if key in spec:
-                return int(spec[key].shape[-1])
-        raise AssertionError("layer without weights")
