@@ -413,3 +413,23 @@ def test_cli_writes_table_run_record_and_reuses_the_cache(tmp_path):
     bad = CliRunner().invoke(app, ["features", str(tmp_path / "corpus" / "manifest.csv"), "-e", "nope"])
     known = "known: aasist, lfcc, logmel, mfcc, portable, resemblyzer, spectral, ssl"
     assert bad.exit_code == 2 and known in " ".join(bad.output.split())
+
+
+def _torch_threads(_: int) -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def test_worker_processes_run_one_torch_thread_each():
+    # N workers must use N cores: a worker whose torch pool spans every core oversubscribes the machine
+    # (ssl / resemblyzer / aasist with --workers > 1). Checked before and after the parent imports torch.
+    pytest.importorskip("torch")
+    from audios.parallel import map_ordered
+
+    assert list(map_ordered(_torch_threads, range(4), workers=2)) == [1, 1, 1, 1]
+    import torch
+
+    threads = torch.get_num_threads()
+    assert list(map_ordered(_torch_threads, range(4), workers=2)) == [1, 1, 1, 1]
+    assert torch.get_num_threads() == threads  # the parent keeps its own pool

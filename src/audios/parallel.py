@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -19,7 +20,12 @@ def progress_bar(total: int | None, desc: str, progress: bool) -> tqdm:
 
 
 def _one_blas_thread() -> None:
-    """Worker initializer: one BLAS thread per process, so N workers use N cores rather than N x cores."""
+    """Worker initializer: one BLAS and one torch thread per process, so N workers use N cores rather than
+    N x cores. torch sizes its thread pool from OMP_NUM_THREADS when first imported; a worker forked from a
+    parent that already imported it is told directly."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - threadpoolctl is a core dependency
