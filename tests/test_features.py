@@ -433,3 +433,26 @@ def test_worker_processes_run_one_torch_thread_each():
     threads = torch.get_num_threads()
     assert list(map_ordered(_torch_threads, range(4), workers=2)) == [1, 1, 1, 1]
     assert torch.get_num_threads() == threads  # the parent keeps its own pool
+
+
+FORK_AFTER_TORCH = """
+import torch
+from audios.parallel import map_ordered
+
+def work(n):
+    return float(torch.ones(512, 512).matmul(torch.ones(512, 512)).sum())
+
+torch.set_num_threads(2)
+work(0)  # the parent's OpenMP pool now exists; a forked child that enters it waits forever
+print(list(map_ordered(work, range(4), workers=2)))
+"""
+
+
+def test_torch_in_forked_workers_after_the_parent_used_torch_does_not_hang():
+    # A Python user who extracts in-process and then with --workers 2 used to deadlock in the first worker's
+    # first parallel torch op (GNU OpenMP does not survive fork).
+    pytest.importorskip("torch")
+    proc = subprocess.run([sys.executable, "-c", FORK_AFTER_TORCH], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == str([512.0**3] * 4)
