@@ -452,7 +452,14 @@ def test_torch_in_forked_workers_after_the_parent_used_torch_does_not_hang():
     # A Python user who extracts in-process and then with --workers 2 used to deadlock in the first worker's
     # first parallel torch op (GNU OpenMP does not survive fork).
     pytest.importorskip("torch")
-    proc = subprocess.run([sys.executable, "-c", FORK_AFTER_TORCH], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip() == str([512.0**3] * 4)
+    proc = subprocess.Popen([sys.executable, "-c", FORK_AFTER_TORCH], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")})
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the hung workers too
+        proc.communicate()
+        pytest.fail("map_ordered with 2 workers hung after the parent had used torch")
+    assert proc.returncode == 0, err[-2000:]
+    assert out.strip() == str([512.0**3] * 4)
