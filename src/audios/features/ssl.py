@@ -40,7 +40,8 @@ same embedding in any batch.
 activations quantised on the fly; see ``quantize_int8``) and, with ``cnn="chunked"`` (the default), runs the
 convolutional front end in int8 with a scale per frame (``audios.features.ssl_cnn``), which speeds up CPU inference;
 the positional convolution stays fp32. ``quantize="bf16"`` runs the forward pass under bfloat16 autocast (weights
-stay fp32): fast on CPUs with AVX512-BF16 or AMX and on GPUs, slower on CPUs without them. ``quantization_cosine`` measures how close either stays to fp32.
+stay fp32): fast on CPUs with AVX512-BF16 or AMX and on GPUs, slower on CPUs without them. ``quantization_cosine``
+measures how close either stays to fp32.
 """
 
 from __future__ import annotations

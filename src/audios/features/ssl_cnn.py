@@ -156,24 +156,24 @@ class _Chunked:
         if index == 0:  # h: samples (n,)
             y = h.as_strided((n_out, k), (s, 1)) @ spec["w"]
         else:  # h: frames (n, in)
-            rows = h.shape[1]
             h = h.contiguous()
-            # Tap j reads frames j, j + s, j + 2s, ...: a strided view, no copy (as_strided offsets are absolute).
-            base = h.storage_offset()
+
+            def tap(t: Any, j: int) -> Any:
+                """Rows j, j + s, j + 2s, ... of ``t``: a strided view, no copy (as_strided offsets are absolute)."""
+                width = t.shape[1]
+                return t.as_strided((n_out, width), (s * width, 1), t.storage_offset() + j * width)
+
+            y = None
             if self.int8:
-                scale = torch.linalg.vector_norm(h, ord=float("inf"), dim=1).clamp_min_(1e-12).div_(QMAX)
-                hq = (h / scale[:, None]).round_().to(torch.int8)
-                y = None
+                scale = torch.linalg.vector_norm(h, ord=float("inf"), dim=1, keepdim=True).clamp_min_(1e-12).div_(QMAX)
+                hq = (h / scale).round_().to(torch.int8)
                 for j in range(k):
-                    z = torch._int_mm(hq.as_strided((n_out, rows), (s * rows, 1), j * rows), spec["wq"][j])
-                    sj = scale.as_strided((n_out, 1), (s, 1), j)
-                    y = z * sj if y is None else y.addcmul_(z, sj)
+                    z = torch._int_mm(tap(hq, j), spec["wq"][j])
+                    y = z * tap(scale, j) if y is None else y.addcmul_(z, tap(scale, j))
                 y.mul_(spec["wscale"])
             else:
-                y = None
                 for j in range(k):
-                    xj = h.as_strided((n_out, rows), (s * rows, 1), base + j * rows)
-                    y = xj @ spec["taps"][j] if y is None else y.addmm_(xj, spec["taps"][j])
+                    y = tap(h, j) @ spec["taps"][j] if y is None else y.addmm_(tap(h, j), spec["taps"][j])
         if spec["bias"] is not None:
             y.add_(spec["bias"])
         if spec["norm"] == "group":
